@@ -1,0 +1,161 @@
+/* clip.h - OpenAI's CLIP in C99: the library interface.
+ *
+ * The pipeline, in the order of the files that implement it:
+ *
+ *   text  -> tokenizer.c: bytes -> ids                         (CLIPTokenizer)
+ *   image -> image.c: file -> RGB -> resize -> crop -> floats   (CLIPImageProcessor)
+ *   ids, pixel values -> clip.c: transformers -> embeddings     (CLIPModel)
+ *   tensor.c: the arithmetic both towers share (matmul, layer norm, attention)
+ *
+ * The library never prints, exits or aborts. Every function that can fail
+ * returns 0 on success or a CLIP_E* code, and writes one sentence saying
+ * what went wrong into `err` (a buffer of CLIP_ERR_SIZE bytes) when err is
+ * not NULL.
+ */
+#ifndef CLIP_H
+#define CLIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CLIP_VERSION "0.1.0"
+#define CLIP_ERR_SIZE 256
+
+enum {
+    CLIP_OK = 0,
+    CLIP_EINPUT = 1,   /* the input (file, image, text, model) is bad */
+    CLIP_ENOMEM = 2,   /* out of memory */
+    CLIP_EIO = 3       /* a file could not be opened, read or written */
+};
+
+/* ---------------------------------------------------------------------- */
+/* Images (image.c)                                                        */
+/* ---------------------------------------------------------------------- */
+
+/* Decoded images larger than this many pixels are refused before any
+ * pixel buffer is allocated (8192 x 8192). */
+#define CLIP_MAX_PIXELS (8192L * 8192L)
+
+/* An 8-bit RGB image: h rows of w pixels, 3 bytes each, no padding. */
+typedef struct {
+    int w, h;
+    uint8_t *rgb;
+} clip_image;
+
+/* Decode PNG, JPEG, binary PPM/PGM or BMP from memory (format detected
+ * from the first bytes), then apply Pillow's convert("RGB"). */
+int clip_image_decode(const uint8_t *data, size_t size, clip_image *img, char *err);
+/* Read a file and decode it; the message names the file. */
+int clip_image_load(const char *path, clip_image *img, char *err);
+void clip_image_free(clip_image *img);
+
+/* Pillow: img.resize((w, h), Image.BICUBIC, reducing_gap=None) on RGB. */
+int clip_resize_bicubic_pil(const clip_image *src, int w, int h, clip_image *dst, char *err);
+/* PyTorch: interpolate(uint8 NCHW, (h, w), mode="bicubic", antialias=True),
+ * as torchvision's resize does it. */
+int clip_resize_bicubic_torch(const clip_image *src, int w, int h, clip_image *dst, char *err);
+
+/* preprocessor_config.json */
+typedef struct {
+    int shortest_edge;        /* size.shortest_edge */
+    int crop_h, crop_w;       /* crop_size */
+    int do_resize, do_center_crop, do_rescale, do_normalize;
+    float rescale_factor;     /* 1/255 */
+    float mean[3], std[3];
+} clip_preprocess_config;
+
+enum { CLIP_RESIZE_PIL = 0, CLIP_RESIZE_TORCHVISION = 1 };
+
+/* The whole CLIPImageProcessor: shortest-edge resize, center crop,
+ * rescale and normalize. out holds 3 * crop_h * crop_w floats (CHW). */
+int clip_image_preprocess(const clip_image *img, const clip_preprocess_config *cfg,
+                          int mode, float *out, char *err);
+
+/* Encode RGB as a PNG file in memory (malloc'd; caller frees). */
+int clip_png_encode(const clip_image *img, uint8_t **png, size_t *size, char *err);
+
+/* ---------------------------------------------------------------------- */
+/* Tokenizer (tokenizer.c)                                                 */
+/* ---------------------------------------------------------------------- */
+
+typedef struct clip_tokenizer clip_tokenizer;
+
+/* Build a tokenizer from its serialized section (see README, "Model file"). */
+int clip_tokenizer_load(clip_tokenizer **tok, const uint8_t *section, size_t size, char *err);
+void clip_tokenizer_free(clip_tokenizer *tok);
+
+#define CLIP_TOKENIZE_PAD 1          /* pad to the context length with the pad id */
+#define CLIP_TOKENIZE_NO_TRUNCATE 2  /* keep every token */
+
+/* Tokenize UTF-8 text of `len` bytes as CLIPTokenizer(text, truncation=True)
+ * does: [bos] + BPE ids + [eos], at most context_length ids. Writes at most
+ * max_ids ids and returns how many the full result has (which may exceed
+ * max_ids only with CLIP_TOKENIZE_NO_TRUNCATE), or -1 on error. */
+int clip_tokenize(const clip_tokenizer *tok, const char *text, size_t len,
+                  int32_t *ids, int max_ids, int flags, char *err);
+int clip_tokenizer_context_length(const clip_tokenizer *tok);
+
+/* ---------------------------------------------------------------------- */
+/* Tensor kernels (tensor.c)                                               */
+/* ---------------------------------------------------------------------- */
+
+/* y[n, out] = x[n, in] @ w[out, in]^T + b[out]   (torch.nn.Linear; b may be NULL) */
+void clip_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+/* torch.nn.LayerNorm over the last dimension d, biased variance */
+void clip_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps);
+/* softmax over each row of x[n, d], in place */
+void clip_softmax(float *x, int n, int d);
+/* multi-head attention: out[n, h*hd] from q, k, v [n, h*hd] (q already scaled);
+ * causal: token i sees keys 0..i only. scratch holds n floats. */
+void clip_attention(float *out, const float *q, const float *k, const float *v,
+                    int n, int heads, int head_dim, int causal, float *scratch);
+void clip_quick_gelu(float *x, size_t n);   /* x * sigmoid(1.702 x) */
+void clip_gelu(float *x, size_t n);         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+void clip_set_threads(int n);               /* OpenMP threads (no-op without OpenMP) */
+
+/* ---------------------------------------------------------------------- */
+/* The model (clip.c)                                                      */
+/* ---------------------------------------------------------------------- */
+
+enum { CLIP_ACT_QUICK_GELU = 0, CLIP_ACT_GELU = 1 };
+
+typedef struct {            /* one tower's config.json section */
+    int hidden, heads, layers, intermediate, act;
+    float eps;
+} clip_tower_config;
+
+typedef struct {
+    clip_tower_config vision, text;
+    int patch, image_size, channels;   /* vision_config */
+    int vocab_size, max_positions;     /* text_config */
+    int eos_token_id;                  /* text_config.eos_token_id: 2 = pool at argmax id */
+    int projection_dim;
+    int synthetic;                     /* made by convert.py --synthetic */
+    char name[128];                    /* where the checkpoint came from */
+    clip_preprocess_config preprocess;
+} clip_config;
+
+typedef struct clip_model clip_model;
+
+/* Open a converted model file (mmap). */
+int clip_load(clip_model **model, const char *path, char *err);
+void clip_free(clip_model *model);
+const clip_config *clip_get_config(const clip_model *model);
+const clip_tokenizer *clip_get_tokenizer(const clip_model *model);
+float clip_logit_scale(const clip_model *model);   /* exp(logit_scale) */
+size_t clip_file_size(const clip_model *model);
+
+/* Called for every stage when set: name, data, shape. */
+typedef void (*clip_dump_fn)(void *ctx, const char *name, const float *data, int ndim, const int *shape);
+
+/* Text tower: ids[n] (bos ... eos, n <= max_positions) -> features[projection_dim]
+ * (text_projection output, not normalized). */
+int clip_encode_text(clip_model *model, const int32_t *ids, int n, float *features,
+                     clip_dump_fn dump, void *dump_ctx, char *err);
+/* Vision tower: pixels[3 * image_size * image_size] (CHW) -> features[projection_dim]. */
+int clip_encode_image(clip_model *model, const float *pixels, float *features,
+                      clip_dump_fn dump, void *dump_ctx, char *err);
+/* Scale v[n] to unit L2 norm. */
+void clip_normalize(float *v, int n);
+
+#endif
