@@ -1,0 +1,855 @@
+/* main.c - the `clip` command. The only file that prints or exits.
+ *
+ * Exit codes: 0 success, 1 bad input (a file, an image, a model), 2 bad usage.
+ */
+#define _POSIX_C_SOURCE 200809L   /* isatty, fileno, mkdir, getpid, clock_gettime */
+#include "clip.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *usage_text =
+    "clip " CLIP_VERSION " - OpenAI's CLIP in C, matching Hugging Face's CLIPProcessor + CLIPModel\n"
+    "\n"
+    "usage:\n"
+    "  clip match    -m MODEL -i IMAGE -t TEXT [-t TEXT ...] [--json] [--html OUT.html]\n"
+    "  clip classify -m MODEL (--labels a,b,c | --labels-file F) [--template \"a photo of a {}\"] [--top K] IMAGE ...\n"
+    "  clip classify -m MODEL --cifar10 test_batch.bin [--limit N]\n"
+    "  clip embed    -m MODEL (--image F | --text S | --pixel-values F.npy | --ids \"49406 ... 49407\") ... [--raw] [-o OUT.npy] [--dump DIR]\n"
+    "  clip tokenize -m MODEL [--pad] TEXT ...\n"
+    "  clip preprocess -m MODEL [--resize pil|torchvision] IMAGE -o OUT.npy\n"
+    "  clip decode   IMAGE -o OUT.npy\n"
+    "  clip info     -m MODEL\n"
+    "  clip bench    -m MODEL\n"
+    "\n"
+    "commands:\n"
+    "  match       probability of each caption for one image (softmax of logits_per_image)\n"
+    "  classify    zero-shot classification: one prompt per label, best label per image;\n"
+    "              --cifar10 reads the CIFAR-10 binary format and reports accuracy\n"
+    "  embed       write embeddings as float32 .npy [N, D] (L2-normalized; --raw: projections);\n"
+    "              every option may repeat; --dump DIR writes every stage as .npy\n"
+    "  tokenize    one line of token ids per text\n"
+    "  preprocess  pixel values as float32 .npy [1, 3, H, W]\n"
+    "  decode      decoded RGB as uint8 .npy [H, W, 3]\n"
+    "  info        the model's configuration\n"
+    "  bench       time the encoders on this machine\n"
+    "\n"
+    "options:\n"
+    "  -m, --model FILE      a model file made by convert.py\n"
+    "  --resize pil|torchvision   image preprocessing: pil (default) is OpenAI's CLIP, open_clip and\n"
+    "                        transformers' CLIPImageProcessorPil; torchvision is transformers 5's default\n"
+    "  -j, --threads N       worker threads (default: all cores)\n"
+    "  -h, --help            this help\n"
+    "  --version             print the version\n"
+    "\n"
+    "examples:\n"
+    "  python3 convert.py openai/clip-vit-base-patch32 -o models/clip-vit-base-patch32.bin\n"
+    "  clip match -m models/clip-vit-base-patch32.bin -i data/cat.png -t \"a photo of a cat\" -t \"a photo of a dog\"\n"
+    "  clip classify -m models/clip-vit-base-patch32.bin --labels cat,dog,car photo1.jpg photo2.png\n"
+    "\n"
+    "exit status: 0 success, 1 bad input (file, image, model), 2 bad usage\n";
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("clip: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (code == 2) fputs("Try 'clip --help' for more information.\n", stderr);
+    exit(code);
+}
+
+#define usage_error(...) die(2, __VA_ARGS__)
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) die(1, "out of memory (%zu bytes)", n);
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10;
+    int json, raw, pad, threads, top, limit, resize;
+    const char *images[4096];  int n_images;    /* -i / --image / positional */
+    const char *texts[4096];   int n_texts;     /* -t / --text / positional */
+    const char *ids[4096];     int n_ids;       /* --ids */
+    const char *pixels[4096];  int n_pixels;    /* --pixel-values */
+    const char *pos[4096];     int n_pos;       /* positional arguments */
+} options;
+
+static int parse_int(const char *s, const char *opt, int lo, int hi)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) usage_error("%s needs a whole number from %d to %d, not '%s'", opt, lo, hi, s);
+    return (int)v;
+}
+
+static void push(const char **list, int *n, const char *v, const char *what)
+{
+    if (*n >= 4096) usage_error("too many %s (at most 4096)", what);
+    list[(*n)++] = v;
+}
+
+static void parse_options(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->top = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+#define VALUE() (i + 1 < argc ? argv[++i] : (usage_error("option %s needs a value", a), ""))
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = VALUE();
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = VALUE();
+        else if (!strcmp(a, "-i") || !strcmp(a, "--image")) push(o->images, &o->n_images, VALUE(), "images");
+        else if (!strcmp(a, "-t") || !strcmp(a, "--text")) push(o->texts, &o->n_texts, VALUE(), "texts");
+        else if (!strcmp(a, "--ids")) push(o->ids, &o->n_ids, VALUE(), "--ids");
+        else if (!strcmp(a, "--pixel-values")) push(o->pixels, &o->n_pixels, VALUE(), "--pixel-values");
+        else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "--raw")) o->raw = 1;
+        else if (!strcmp(a, "--pad")) o->pad = 1;
+        else if (!strcmp(a, "--html")) o->html = VALUE();
+        else if (!strcmp(a, "--dump")) o->dump = VALUE();
+        else if (!strcmp(a, "--labels")) o->labels = VALUE();
+        else if (!strcmp(a, "--labels-file")) o->labels_file = VALUE();
+        else if (!strcmp(a, "--template")) o->template_ = VALUE();
+        else if (!strcmp(a, "--cifar10")) o->cifar10 = VALUE();
+        else if (!strcmp(a, "--limit")) { const char *v = VALUE(); o->limit = parse_int(v, "--limit", 1, 1000000000); }
+        else if (!strcmp(a, "--top")) { const char *v = VALUE(); o->top = parse_int(v, "--top", 1, 100000); }
+        else if (!strcmp(a, "-j") || !strcmp(a, "--threads")) { const char *v = VALUE(); o->threads = parse_int(v, "--threads", 1, 1024); }
+        else if (!strcmp(a, "--resize")) {
+            const char *v = VALUE();
+            if (!strcmp(v, "pil")) o->resize = CLIP_RESIZE_PIL;
+            else if (!strcmp(v, "torchvision")) o->resize = CLIP_RESIZE_TORCHVISION;
+            else usage_error("--resize takes pil or torchvision, not '%s'", v);
+        }
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_text, stdout); exit(0); }
+        else if (!strcmp(a, "--")) { while (++i < argc) push(o->pos, &o->n_pos, argv[i], "arguments"); }
+        else if (a[0] == '-' && a[1]) usage_error("unknown option '%s' for 'clip %s'", a, argv[1]);
+        else push(o->pos, &o->n_pos, a, "arguments");
+#undef VALUE
+    }
+    if (o->threads) clip_set_threads(o->threads);
+}
+
+static clip_model *load_model(const options *o)
+{
+    char err[CLIP_ERR_SIZE];
+    clip_model *m;
+    if (!o->model) usage_error("no model given: use -m MODEL (a file made by convert.py)");
+    if (clip_load(&m, o->model, err)) die(1, "%s", err);
+    return m;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------------ */
+/* .npy files (NumPy format 1.0)                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Write to PATH.tmp.PID, then rename: never a partial output file. */
+static void write_file(const char *path, const void *a, size_t na, const void *b, size_t nb)
+{
+    char *tmp = xmalloc(strlen(path) + 32);
+    FILE *f;
+    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+    f = fopen(tmp, "wb");
+    if (!f) die(1, "%s: cannot write: %s", path, strerror(errno));
+    if (fwrite(a, 1, na, f) != na || (nb && fwrite(b, 1, nb, f) != nb) || fclose(f) != 0) {
+        remove(tmp);
+        die(1, "%s: write error", path);
+    }
+    if (rename(tmp, path) != 0) { remove(tmp); die(1, "%s: cannot write: %s", path, strerror(errno)); }
+    free(tmp);
+}
+
+static void write_npy(const char *path, const char *dtype, const void *data, size_t elem, int ndim, const int *shape)
+{
+    char head[256], dims[160] = "";
+    size_t n = 1, len;
+    for (int i = 0; i < ndim; i++) {
+        size_t l = strlen(dims);
+        snprintf(dims + l, sizeof dims - l, ndim == 1 ? "%d," : (i ? " %d" : "%d"), shape[i]);
+        if (ndim > 1 && i < ndim - 1) strcat(dims, ",");
+        n *= (size_t)shape[i];
+    }
+    len = (size_t)snprintf(head, sizeof head, "\x93NUMPY\x01%c%c%c{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
+                           0, 0, 0, dtype, dims);
+    while ((len + 1) % 64) head[len++] = ' ';
+    head[len++] = '\n';
+    head[8] = (char)((len - 10) & 0xff);
+    head[9] = (char)((len - 10) >> 8);
+    write_file(path, head, len, data, n * elem);
+}
+
+static uint8_t *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *buf = NULL;
+    size_t cap = 0, n = 0;
+    if (!f) die(1, "%s: %s", path, strerror(errno));
+    for (;;) {
+        if (n == cap) {
+            uint8_t *nb;
+            cap = cap ? cap * 2 : 65536;
+            nb = realloc(buf, cap);
+            if (!nb) die(1, "%s: out of memory", path);
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (ferror(f)) die(1, "%s: read error", path);
+    fclose(f);
+    *size = n;
+    return buf;
+}
+
+/* Read a float32 or float64 little-endian C-order .npy; returns floats, shape in dims. */
+static float *read_npy_float(const char *path, int *ndim, int dims[8])
+{
+    size_t size, hlen, count = 1;
+    uint8_t *buf = read_file(path, &size);
+    char header[4096];
+    const char *p;
+    int f64;
+    if (size < 10 || memcmp(buf, "\x93NUMPY", 6) != 0) die(1, "%s: not a .npy file", path);
+    if (buf[6] == 1) { hlen = buf[8] | (size_t)buf[9] << 8; p = (const char *)buf + 10; }
+    else if (size >= 12) { hlen = buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 | (size_t)buf[11] << 24; p = (const char *)buf + 12; }
+    else die(1, "%s: not a .npy file", path);
+    if (hlen >= sizeof header || (size_t)(p - (const char *)buf) + hlen > size) die(1, "%s: corrupt .npy header", path);
+    memcpy(header, p, hlen);
+    header[hlen] = 0;
+    if (strstr(header, "'<f4'")) f64 = 0;
+    else if (strstr(header, "'<f8'")) f64 = 1;
+    else die(1, "%s: expected float32 or float64 data", path);
+    if (strstr(header, "'fortran_order': True")) die(1, "%s: Fortran-order arrays are not supported", path);
+    const char *s = strstr(header, "'shape':");
+    if (!s || !(s = strchr(s, '('))) die(1, "%s: corrupt .npy header", path);
+    *ndim = 0;
+    for (s++; *s && *s != ')';) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) { s++; continue; }
+        if (*ndim >= 8 || v < 0 || v > (1L << 30)) die(1, "%s: unsupported shape", path);
+        dims[(*ndim)++] = (int)v;
+        if ((size_t)v && count > ((size_t)-1) / 8 / (size_t)v) die(1, "%s: array too large", path);
+        count *= (size_t)v;
+        s = end;
+    }
+    size_t off = (size_t)(p - (const char *)buf) + hlen, elem = f64 ? 8 : 4;
+    if ((size - off) / elem < count) die(1, "%s: the file is shorter than its shape says", path);
+    float *out = xmalloc(count * sizeof(float));
+    for (size_t i = 0; i < count; i++) {
+        if (f64) { double d; memcpy(&d, buf + off + 8 * i, 8); out[i] = (float)d; }
+        else memcpy(&out[i], buf + off + 4 * i, 4);
+    }
+    free(buf);
+    return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inputs -> features                                                        */
+/* ------------------------------------------------------------------------ */
+
+static int tokenize_text(clip_model *m, const char *text, int32_t *ids, int max)
+{
+    char err[CLIP_ERR_SIZE];
+    int n = clip_tokenize(clip_get_tokenizer(m), text, strlen(text), ids, max, 0, err);
+    if (n < 0) die(1, "cannot tokenize '%s': %s", text, err);
+    return n;
+}
+
+static void text_features(clip_model *m, const char *text, float *out, clip_dump_fn dump, void *ctx)
+{
+    char err[CLIP_ERR_SIZE];
+    int32_t ids[1024];
+    int n = tokenize_text(m, text, ids, 1024);
+    if (n > clip_get_config(m)->max_positions) n = clip_get_config(m)->max_positions;
+    if (clip_encode_text(m, ids, n, out, dump, ctx, err)) die(1, "%s", err);
+}
+
+static float *image_pixels(clip_model *m, const char *path, int mode)
+{
+    char err[CLIP_ERR_SIZE];
+    const clip_config *c = clip_get_config(m);
+    clip_image img;
+    float *px = xmalloc((size_t)3 * c->image_size * c->image_size * sizeof(float));
+    if (clip_image_load(path, &img, err)) die(1, "%s", err);
+    if (clip_image_preprocess(&img, &c->preprocess, mode, px, err)) die(1, "%s: %s", path, err);
+    clip_image_free(&img);
+    return px;
+}
+
+static void image_features(clip_model *m, const float *px, float *out, clip_dump_fn dump, void *ctx)
+{
+    char err[CLIP_ERR_SIZE];
+    if (clip_encode_image(m, px, out, dump, ctx, err)) die(1, "%s", err);
+}
+
+/* --dump DIR: every stage as DIR/NAME.npy */
+static void dump_npy(void *ctx, const char *name, const float *data, int ndim, const int *shape)
+{
+    const char *dir = ctx;
+    char *path = xmalloc(strlen(dir) + strlen(name) + 8);
+    sprintf(path, "%s/%s.npy", dir, name);
+    write_npy(path, "<f4", data, 4, ndim, shape);
+    free(path);
+}
+
+static void make_dir(const char *dir)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) die(1, "%s: cannot create folder: %s", dir, strerror(errno));
+}
+
+/* ------------------------------------------------------------------------ */
+/* clip embed                                                                */
+/* ------------------------------------------------------------------------ */
+static int cmd_embed(const options *o)
+{
+    clip_model *m = load_model(o);
+    const clip_config *c = clip_get_config(m);
+    int D = c->projection_dim, S = c->image_size, rows = 0, cap = 0;
+    float *out = NULL;
+    char dumpdir[4096];
+    int n_inputs = o->n_texts + o->n_images + o->n_ids + o->n_pixels + o->n_pos;
+
+    if (o->n_pos) usage_error("unexpected argument '%s' (use --text, --image, --ids or --pixel-values)", o->pos[0]);
+    if (!n_inputs) usage_error("nothing to embed: give --text, --image, --ids or --pixel-values");
+    if (o->dump) make_dir(o->dump);
+
+#define ROW() (rows == cap ? (cap = cap ? 2 * cap : 16, out = realloc(out, (size_t)cap * D * sizeof(float)), \
+               out ? (void)0 : die(1, "out of memory")) : (void)0, out + (size_t)rows++ * D)
+#define DUMPDIR() (o->dump ? (n_inputs == 1 ? snprintf(dumpdir, sizeof dumpdir, "%s", o->dump) \
+               : (snprintf(dumpdir, sizeof dumpdir, "%s/%d", o->dump, rows), make_dir(dumpdir), 0), dumpdir) : NULL)
+    for (int i = 0; i < o->n_ids; i++) {
+        int32_t ids[4096];
+        int n = 0;
+        const char *s = o->ids[i];
+        while (*s) {
+            char *end;
+            long v = strtol(s, &end, 10);
+            if (end == s) {
+                if (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') { s++; continue; }
+                usage_error("--ids takes token ids separated by spaces, not '%s'", o->ids[i]);
+            }
+            if (n >= 4096) usage_error("--ids: too many ids");
+            if (v < 0 || v > 0x7fffffffL) die(1, "--ids: token id %ld is out of range", v);
+            ids[n++] = (int32_t)v;
+            s = end;
+        }
+        float *row;
+        char *dd = DUMPDIR();
+        row = ROW();
+        if (dd) { int sh[1] = {n}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
+        char err[CLIP_ERR_SIZE];
+        if (clip_encode_text(m, ids, n, row, dd ? dump_npy : NULL, dd, err)) die(1, "--ids '%s': %s", o->ids[i], err);
+    }
+    for (int i = 0; i < o->n_texts; i++) {
+        char *dd = DUMPDIR();
+        float *row = ROW();
+        if (dd) {
+            int32_t ids[1024];
+            int n = tokenize_text(m, o->texts[i], ids, 1024), sh[1];
+            char p[4200];
+            sh[0] = n < c->max_positions ? n : c->max_positions;
+            snprintf(p, sizeof p, "%s/text_ids.npy", dd);
+            write_npy(p, "<i4", ids, 4, 1, sh);
+        }
+        text_features(m, o->texts[i], row, dd ? dump_npy : NULL, dd);
+    }
+    for (int i = 0; i < o->n_images; i++) {
+        float *px = image_pixels(m, o->images[i], o->resize);
+        char *dd = DUMPDIR();
+        float *row = ROW();
+        if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", px, 4, sh); }
+        image_features(m, px, row, dd ? dump_npy : NULL, dd);
+        free(px);
+    }
+    for (int i = 0; i < o->n_pixels; i++) {
+        int nd, dims[8], count;
+        float *px = read_npy_float(o->pixels[i], &nd, dims);
+        if (nd == 3 && dims[0] == 3 && dims[1] == S && dims[2] == S) count = 1;
+        else if (nd == 4 && dims[1] == 3 && dims[2] == S && dims[3] == S) count = dims[0];
+        else die(1, "%s: pixel values must have shape [N, 3, %d, %d] for this model", o->pixels[i], S, S);
+        for (int k = 0; k < count; k++) {
+            char *dd = DUMPDIR();
+            float *row = ROW();
+            const float *pk = px + (size_t)k * 3 * S * S;
+            if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
+            image_features(m, pk, row, dd ? dump_npy : NULL, dd);
+        }
+        free(px);
+    }
+#undef ROW
+#undef DUMPDIR
+    if (!o->raw)
+        for (int r = 0; r < rows; r++) clip_normalize(out + (size_t)r * D, D);
+    if (o->out) {
+        int sh[2] = {rows, D};
+        write_npy(o->out, "<f4", out, 4, 2, sh);
+    } else {
+        for (int r = 0; r < rows; r++) {
+            for (int j = 0; j < D; j++) printf(j ? " %.9g" : "%.9g", out[(size_t)r * D + j]);
+            putchar('\n');
+        }
+    }
+    free(out);
+    clip_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clip tokenize, clip info, clip decode, clip preprocess                    */
+/* ------------------------------------------------------------------------ */
+static int cmd_tokenize(const options *o)
+{
+    clip_model *m = load_model(o);
+    const clip_tokenizer *tok = clip_get_tokenizer(m);
+    int ctx = clip_tokenizer_context_length(tok);
+    int32_t *ids = xmalloc((size_t)ctx * sizeof(int32_t));
+    char err[CLIP_ERR_SIZE];
+    if (!o->n_pos && !o->n_texts) usage_error("nothing to tokenize: give one or more texts");
+    for (int i = 0; i < o->n_pos + o->n_texts; i++) {
+        const char *t = i < o->n_pos ? o->pos[i] : o->texts[i - o->n_pos];
+        int n = clip_tokenize(tok, t, strlen(t), ids, ctx, o->pad ? CLIP_TOKENIZE_PAD : 0, err);
+        if (n < 0) die(1, "cannot tokenize '%s': %s", t, err);
+        for (int j = 0; j < n; j++) printf(j ? " %ld" : "%ld", (long)ids[j]);
+        putchar('\n');
+    }
+    free(ids);
+    clip_free(m);
+    return 0;
+}
+
+static int cmd_info(const options *o)
+{
+    clip_model *m = load_model(o);
+    const clip_config *c = clip_get_config(m);
+    const clip_preprocess_config *p = &c->preprocess;
+    const char *act[2] = {"quick_gelu", "gelu"};
+    printf("model:        %s\n", o->model);
+    printf("source:       %s%s\n", c->name, c->synthetic ? "" : "");
+    if (c->synthetic)
+        printf("weights:      SYNTHETIC (pseudo-random, made by convert.py --synthetic): for benchmarks and tests only,\n"
+               "              its embeddings mean nothing\n");
+    printf("file size:    %zu bytes\n", clip_file_size(m));
+    printf("vision:       ViT, patch %d, image %d, hidden %d, %d heads, %d layers, mlp %d, %s, eps %g\n",
+           c->patch, c->image_size, c->vision.hidden, c->vision.heads, c->vision.layers, c->vision.intermediate,
+           act[c->vision.act], c->vision.eps);
+    printf("text:         hidden %d, %d heads, %d layers, mlp %d, %s, eps %g, vocab %d, context %d, eos id %d (%s)\n",
+           c->text.hidden, c->text.heads, c->text.layers, c->text.intermediate, act[c->text.act], c->text.eps,
+           c->vocab_size, c->max_positions, c->eos_token_id,
+           c->eos_token_id == 2 ? "legacy: pool at the largest id" : "pool at the first eos");
+    printf("projection:   %d, logit scale %g\n", c->projection_dim, clip_logit_scale(m));
+    printf("preprocess:   shortest edge %d, center crop %dx%d, mean %g %g %g, std %g %g %g\n",
+           p->shortest_edge, p->crop_w, p->crop_h, p->mean[0], p->mean[1], p->mean[2], p->std[0], p->std[1], p->std[2]);
+    clip_free(m);
+    return 0;
+}
+
+static int cmd_decode(const options *o)
+{
+    char err[CLIP_ERR_SIZE];
+    clip_image img;
+    if (o->n_pos != 1) usage_error("decode takes one image");
+    if (!o->out) usage_error("decode needs -o OUT.npy");
+    if (clip_image_load(o->pos[0], &img, err)) die(1, "%s", err);
+    int sh[3] = {img.h, img.w, 3};
+    write_npy(o->out, "|u1", img.rgb, 1, 3, sh);
+    clip_image_free(&img);
+    return 0;
+}
+
+static int cmd_preprocess(const options *o)
+{
+    if (o->n_pos != 1) usage_error("preprocess takes one image");
+    if (!o->out) usage_error("preprocess needs -o OUT.npy");
+    clip_model *m = load_model(o);
+    int S = clip_get_config(m)->image_size, sh[4] = {1, 3, S, S};
+    float *px = image_pixels(m, o->pos[0], o->resize);
+    write_npy(o->out, "<f4", px, 4, 4, sh);
+    free(px);
+    clip_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clip match (the article's experiment 1)                                   */
+/* ------------------------------------------------------------------------ */
+
+/* logits_per_image[t] = exp(logit_scale) * <image_embeds, text_embeds[t]>, probs = softmax */
+static void match_scores(clip_model *m, const float *img, const float *txt, int n, float *logits, float *probs)
+{
+    int D = clip_get_config(m)->projection_dim;
+    float scale = clip_logit_scale(m);
+    for (int t = 0; t < n; t++) {
+        double s = 0.0;
+        for (int j = 0; j < D; j++) s += (double)img[j] * txt[(size_t)t * D + j];
+        logits[t] = (float)(scale * s);
+        probs[t] = logits[t];
+    }
+    clip_softmax(probs, 1, n);
+}
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void html_escape(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else if (*s == '"') fputs("&quot;", f);
+        else fputc(*s, f);
+    }
+}
+
+/* A self-contained page: the image (PNG, base64) and one bar per caption. */
+static void write_html(const char *path, const char *image_path, const char *const *texts, int n,
+                       const float *logits, const float *probs, int best)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char err[CLIP_ERR_SIZE];
+    clip_image img, small;
+    uint8_t *png;
+    size_t png_size;
+    char *tmp = xmalloc(strlen(path) + 32);
+    FILE *f;
+
+    if (clip_image_load(image_path, &img, err)) die(1, "%s", err);
+    if (img.w > 512 || img.h > 512) {   /* a page-sized copy */
+        int w = img.w >= img.h ? 512 : (int)((double)img.w * 512 / img.h);
+        int h = img.h > img.w ? 512 : (int)((double)img.h * 512 / img.w);
+        if (clip_resize_bicubic_pil(&img, w < 1 ? 1 : w, h < 1 ? 1 : h, &small, err)) die(1, "%s", err);
+        clip_image_free(&img);
+        img = small;
+    }
+    if (clip_png_encode(&img, &png, &png_size, err)) die(1, "%s", err);
+    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (!(f = fopen(tmp, "w"))) die(1, "%s: cannot write: %s", path, strerror(errno));
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>clip match</title>\n<style>\n"
+          "body{font-family:system-ui,sans-serif;max-width:760px;margin:2em auto;color:#222}\n"
+          "img{max-width:100%;border-radius:6px;display:block;margin-bottom:1em}\n"
+          "table{border-collapse:collapse;width:100%}td{padding:.35em .5em;vertical-align:middle}\n"
+          ".bar{background:#e8e8e8;width:260px;height:14px;border-radius:3px}.fill{background:#7a9cc6;height:100%;border-radius:3px}\n"
+          "tr.best{font-weight:bold}tr.best .fill{background:#2b6cb0}.num{font-variant-numeric:tabular-nums;text-align:right}\n"
+          "</style></head><body>\n<h1>clip match</h1>\n<p>", f);
+    html_escape(f, image_path);
+    fputs("</p>\n<img alt=\"input image\" src=\"data:image/png;base64,", f);
+    for (size_t i = 0; i < png_size; i += 3) {
+        uint32_t v = (uint32_t)png[i] << 16 | (i + 1 < png_size ? (uint32_t)png[i + 1] << 8 : 0) | (i + 2 < png_size ? png[i + 2] : 0);
+        fputc(b64[v >> 18 & 63], f);
+        fputc(b64[v >> 12 & 63], f);
+        fputc(i + 1 < png_size ? b64[v >> 6 & 63] : '=', f);
+        fputc(i + 2 < png_size ? b64[v & 63] : '=', f);
+    }
+    fputs("\">\n<table>\n<tr><th align=\"left\">caption</th><th>probability</th><th></th><th>logit</th></tr>\n", f);
+    for (int t = 0; t < n; t++) {
+        fprintf(f, "<tr%s><td>", t == best ? " class=\"best\"" : "");
+        html_escape(f, texts[t]);
+        fprintf(f, "</td><td class=\"num\">%.4f</td><td><div class=\"bar\"><div class=\"fill\" style=\"width:%.2f%%\"></div></div></td>"
+                   "<td class=\"num\">%.4f</td></tr>\n", probs[t], 100.0 * probs[t], logits[t]);
+    }
+    fputs("</table>\n<p><small>softmax over captions of exp(logit_scale) &middot; cosine similarity, computed by clip.c</small></p>\n"
+          "</body></html>\n", f);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) { remove(tmp); die(1, "%s: write error", path); }
+    free(png);
+    free(tmp);
+    clip_image_free(&img);
+}
+
+static int cmd_match(const options *o)
+{
+    if (o->n_pos) usage_error("unexpected argument '%s' (captions go after -t, the image after -i)", o->pos[0]);
+    if (o->n_images != 1) usage_error("match needs exactly one image: -i IMAGE");
+    if (o->n_texts < 1) usage_error("match needs at least one caption: -t TEXT");
+    clip_model *m = load_model(o);
+    int D = clip_get_config(m)->projection_dim, n = o->n_texts, best = 0;
+    float *img = xmalloc(D * sizeof(float)), *txt = xmalloc((size_t)n * D * sizeof(float));
+    float *logits = xmalloc(n * sizeof(float)), *probs = xmalloc(n * sizeof(float));
+    float *px = image_pixels(m, o->images[0], o->resize);
+
+    image_features(m, px, img, NULL, NULL);
+    clip_normalize(img, D);
+    for (int t = 0; t < n; t++) {
+        text_features(m, o->texts[t], txt + (size_t)t * D, NULL, NULL);
+        clip_normalize(txt + (size_t)t * D, D);
+    }
+    match_scores(m, img, txt, n, logits, probs);
+    for (int t = 1; t < n; t++) if (probs[t] > probs[best]) best = t;
+
+    if (o->html) write_html(o->html, o->images[0], o->texts, n, logits, probs, best);
+    if (o->json) {
+        printf("{\"image\": ");
+        json_string(stdout, o->images[0]);
+        printf(", \"results\": [");
+        for (int t = 0; t < n; t++) {
+            printf(t ? ", {\"text\": " : "{\"text\": ");
+            json_string(stdout, o->texts[t]);
+            printf(", \"logit\": %.6f, \"prob\": %.8f}", logits[t], probs[t]);
+        }
+        printf("]}\n");
+    } else {
+        printf("%s\n", o->images[0]);
+        for (int t = 0; t < n; t++)
+            printf("  %s %6.2f%%  %s\n", t == best ? "*" : " ", 100.0 * probs[t], o->texts[t]);
+    }
+    free(px); free(img); free(txt); free(logits); free(probs);
+    clip_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clip classify (the article's experiment 2)                                */
+/* ------------------------------------------------------------------------ */
+
+static const char *cifar_classes[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                        "dog", "frog", "horse", "ship", "truck"};
+
+/* Split "a,b,c" (or lines of a file) into labels; returns count. */
+static int split_labels(char *s, char sep, char **labels, int max)
+{
+    int n = 0;
+    while (*s) {
+        char *e = strchr(s, sep), *t;
+        if (e) *e = 0;
+        while (*s == ' ' || *s == '\t' || *s == '\r') s++;
+        t = s + strlen(s);
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '\r')) *--t = 0;
+        if (*s) {
+            if (n >= max) usage_error("too many labels (at most %d)", max);
+            labels[n++] = s;
+        }
+        if (!e) break;
+        s = e + 1;
+    }
+    return n;
+}
+
+/* Text embeddings of template.format(label), computed once. */
+static float *label_embeddings(clip_model *m, const char *tmpl, char **labels, int n)
+{
+    int D = clip_get_config(m)->projection_dim;
+    float *emb = xmalloc((size_t)n * D * sizeof(float));
+    const char *brace = strstr(tmpl, "{}");
+    for (int i = 0; i < n; i++) {
+        char *prompt = xmalloc(strlen(tmpl) + strlen(labels[i]) + 1);
+        sprintf(prompt, "%.*s%s%s", (int)(brace - tmpl), tmpl, labels[i], brace + 2);
+        text_features(m, prompt, emb + (size_t)i * D, NULL, NULL);
+        clip_normalize(emb + (size_t)i * D, D);
+        free(prompt);
+    }
+    return emb;
+}
+
+static void progress(int done, int total, double t0)
+{
+    int width = 30, fill = total ? (int)((double)done * width / total) : width;
+    double el = now() - t0;
+    fprintf(stderr, "\r[%.*s%*s] %d/%d  %.1f images/s ", fill, "##############################", width - fill, "",
+            done, total, el > 0 ? done / el : 0.0);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static int cmd_classify(const options *o)
+{
+    const char *tmpl = o->template_ ? o->template_ : "a photo of a {}";
+    char *labels[1024], *label_buf = NULL;
+    int n_labels = 0;
+    if (!strstr(tmpl, "{}")) usage_error("--template must contain {} where the label goes, e.g. \"a photo of a {}\"");
+    if (o->cifar10) {
+        if (o->labels || o->labels_file) usage_error("--cifar10 uses the CIFAR-10 class names; do not give --labels");
+        if (o->n_pos || o->n_images) usage_error("--cifar10 takes no image arguments");
+        for (int i = 0; i < 10; i++) labels[i] = (char *)cifar_classes[i];
+        n_labels = 10;
+    } else {
+        if (!o->labels == !o->labels_file) usage_error("classify needs --labels a,b,c or --labels-file FILE (one of them)");
+        if (!o->n_pos && !o->n_images) usage_error("classify needs at least one image");
+        if (o->labels) {
+            label_buf = xmalloc(strlen(o->labels) + 1);
+            strcpy(label_buf, o->labels);
+            n_labels = split_labels(label_buf, ',', labels, 1024);
+        } else {
+            size_t size;
+            uint8_t *buf = read_file(o->labels_file, &size);
+            label_buf = xmalloc(size + 1);
+            memcpy(label_buf, buf, size);
+            label_buf[size] = 0;
+            free(buf);
+            n_labels = split_labels(label_buf, '\n', labels, 1024);
+        }
+        if (n_labels < 1) usage_error("no labels given");
+    }
+    clip_model *m = load_model(o);
+    const clip_config *c = clip_get_config(m);
+    int D = c->projection_dim, top = o->top < n_labels ? o->top : n_labels;
+    float *emb = label_embeddings(m, tmpl, labels, n_labels);
+    float *img = xmalloc(D * sizeof(float)), *logits = xmalloc(n_labels * sizeof(float)), *probs = xmalloc(n_labels * sizeof(float));
+
+    if (!o->cifar10) {
+        for (int i = 0; i < o->n_pos + o->n_images; i++) {
+            const char *path = i < o->n_pos ? o->pos[i] : o->images[i - o->n_pos];
+            float *px = image_pixels(m, path, o->resize);
+            int order[1024];
+            image_features(m, px, img, NULL, NULL);
+            clip_normalize(img, D);
+            match_scores(m, img, emb, n_labels, logits, probs);
+            for (int k = 0; k < n_labels; k++) order[k] = k;
+            for (int k = 0; k < top; k++)
+                for (int l = k + 1; l < n_labels; l++)
+                    if (probs[order[l]] > probs[order[k]]) { int t = order[k]; order[k] = order[l]; order[l] = t; }
+            printf("%s", path);
+            for (int k = 0; k < top; k++) printf("%s%s %.4f", k ? ", " : "\t", labels[order[k]], probs[order[k]]);
+            putchar('\n');
+            free(px);
+        }
+    } else {
+        /* CIFAR-10 binary: records of 1 label byte + 3072 bytes (R, G, B planes of 32x32) */
+        size_t size;
+        uint8_t *data = read_file(o->cifar10, &size);
+        int confusion[10][10] = {{0}}, total, correct = 0, tty = isatty(fileno(stderr));
+        float *px = xmalloc((size_t)3 * c->image_size * c->image_size * sizeof(float));
+        uint8_t rgb[32 * 32 * 3];
+        clip_image im = {32, 32, rgb};
+        char err[CLIP_ERR_SIZE];
+        double t0 = now();
+        if (size == 0 || size % 3073 != 0)
+            die(1, "%s: a CIFAR-10 binary file holds records of 3073 bytes, but this one has %zu bytes", o->cifar10, size);
+        total = (int)(size / 3073);
+        if (o->limit && o->limit < total) total = o->limit;
+        for (int r = 0; r < total; r++) {
+            const uint8_t *rec = data + (size_t)r * 3073;
+            int best = 0;
+            if (rec[0] > 9) die(1, "%s: record %d has label %d (CIFAR-10 labels are 0..9)", o->cifar10, r, rec[0]);
+            for (int p = 0; p < 1024; p++)
+                for (int ch = 0; ch < 3; ch++) rgb[p * 3 + ch] = rec[1 + ch * 1024 + p];
+            if (clip_image_preprocess(&im, &c->preprocess, o->resize, px, err)) die(1, "%s: %s", o->cifar10, err);
+            image_features(m, px, img, NULL, NULL);
+            clip_normalize(img, D);
+            match_scores(m, img, emb, 10, logits, probs);
+            for (int k = 1; k < 10; k++) if (probs[k] > probs[best]) best = k;
+            confusion[rec[0]][best]++;
+            correct += best == rec[0];
+            if (tty && (r % 8 == 7 || r == total - 1)) progress(r + 1, total, t0);
+        }
+        double el = now() - t0;
+        printf("CIFAR-10: %d images, accuracy %.2f%% (%d correct), %.1f images/s\n", total, 100.0 * correct / total,
+               correct, el > 0 ? total / el : 0.0);
+        printf("\nper class:\n");
+        for (int k = 0; k < 10; k++) {
+            int n = 0;
+            for (int l = 0; l < 10; l++) n += confusion[k][l];
+            printf("  %-10s %6.2f%%  (%d/%d)\n", cifar_classes[k], n ? 100.0 * confusion[k][k] / n : 0.0, confusion[k][k], n);
+        }
+        printf("\nconfusion matrix (rows: true class, columns: predicted):\n%-11s", "");
+        for (int l = 0; l < 10; l++) printf(" %5.5s", cifar_classes[l]);
+        putchar('\n');
+        for (int k = 0; k < 10; k++) {
+            printf("%-11s", cifar_classes[k]);
+            for (int l = 0; l < 10; l++) printf(" %5d", confusion[k][l]);
+            putchar('\n');
+        }
+        free(px);
+        free(data);
+    }
+    free(emb); free(img); free(logits); free(probs); free(label_buf);
+    clip_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* clip bench                                                                */
+/* ------------------------------------------------------------------------ */
+static int cmd_bench(const options *o)
+{
+    clip_model *m = load_model(o);
+    const clip_config *c = clip_get_config(m);
+    int S = c->image_size, D = c->projection_dim;
+    size_t npx = (size_t)3 * S * S;
+    float *px = xmalloc(npx * sizeof(float)), *f = xmalloc(D * sizeof(float));
+    int32_t ids[77];
+    char err[CLIP_ERR_SIZE];
+    uint32_t seed = 1;
+    for (size_t i = 0; i < npx; i++) { seed = seed * 1664525u + 1013904223u; px[i] = (float)(seed >> 8) / 16777216.0f * 4.0f - 2.0f; }
+    for (int i = 0; i < 77; i++) ids[i] = 320 + i;
+    ids[0] = 49406;
+    struct { const char *name; int text_len; } runs[3] = {{"image", 0}, {"text, 7 tokens", 7}, {"text, 77 tokens", 77}};
+    printf("%s: %s\n", o->model, c->name);
+    for (int r = 0; r < 3; r++) {
+        int reps = 0, n = runs[r].text_len;
+        double t0, best = 1e30;
+        if (n > c->max_positions) continue;
+        if (n) ids[n - 1] = 49407 < c->vocab_size ? 49407 : c->vocab_size - 1;
+        for (int i = 0; i < n; i++) if (ids[i] >= c->vocab_size) ids[i] = i;
+        t0 = now();
+        while (reps < 3 || (now() - t0 < 2.0 && reps < 50)) {
+            double t = now();
+            int rc = n ? clip_encode_text(m, ids, n, f, NULL, NULL, err) : clip_encode_image(m, px, f, NULL, NULL, err);
+            if (rc) die(1, "%s", err);
+            t = now() - t;
+            if (t < best) best = t;
+            reps++;
+        }
+        printf("  %-18s %8.2f ms  (best of %d)\n", runs[r].name, best * 1e3, reps);
+    }
+    free(px); free(f);
+    clip_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    if (argc < 2) { fputs(usage_text, stderr); return 2; }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) { fputs(usage_text, stdout); return 0; }
+    if (!strcmp(argv[1], "--version")) { printf("clip %s\n", CLIP_VERSION); return 0; }
+    parse_options(argc, argv, &o);
+    if (!strcmp(argv[1], "embed")) return cmd_embed(&o);
+    if (!strcmp(argv[1], "match")) return cmd_match(&o);
+    if (!strcmp(argv[1], "classify")) return cmd_classify(&o);
+    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(&o);
+    if (!strcmp(argv[1], "preprocess")) return cmd_preprocess(&o);
+    if (!strcmp(argv[1], "decode")) return cmd_decode(&o);
+    if (!strcmp(argv[1], "info")) return cmd_info(&o);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(&o);
+    usage_error("unknown command '%s'", argv[1]);
+    return 2;
+}

@@ -1,0 +1,161 @@
+/* test_tensor.c - tensor.c against naive double-precision references on odd shapes. */
+#include "../clip.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int failed, passed;
+static unsigned long long rng = 88172645463325252ULL;
+
+static float frand(void)   /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+static float *rand_array(size_t n, float scale)
+{
+    float *a = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) a[i] = frand() * scale;
+    return a;
+}
+
+/* max |got - want| / (1 + |want|) must stay under tol */
+static void check(const char *what, const float *got, const double *want, size_t n, double tol)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]) / (1.0 + fabs(want[i]));
+        if (!(e <= worst)) worst = e;   /* also catches NaN */
+    }
+    if (worst <= tol) { passed++; printf("ok   %-40s max rel err %.3g\n", what, worst); }
+    else { failed++; printf("FAIL %-40s max rel err %.3g > %.3g\n", what, worst, tol); }
+}
+
+static void test_linear(int n, int in, int out, int bias)
+{
+    float *x = rand_array((size_t)n * in, 1.0f), *w = rand_array((size_t)out * in, 0.05f), *b = rand_array(out, 0.1f);
+    float *y = malloc((size_t)n * out * sizeof(float));
+    double *ref = malloc((size_t)n * out * sizeof(double));
+    char name[64];
+    clip_linear(y, x, w, bias ? b : NULL, n, in, out);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) {
+            double s = bias ? b[o] : 0.0;
+            for (int k = 0; k < in; k++) s += (double)x[(size_t)i * in + k] * w[(size_t)o * in + k];
+            ref[(size_t)i * out + o] = s;
+        }
+    snprintf(name, sizeof name, "linear %dx%d -> %d%s", n, in, out, bias ? " +bias" : "");
+    check(name, y, ref, (size_t)n * out, 2e-6 * sqrt((double)in));
+    free(x); free(w); free(b); free(y); free(ref);
+}
+
+static void test_layer_norm(int n, int d)
+{
+    float *x = rand_array((size_t)n * d, 3.0f), *g = rand_array(d, 1.0f), *b = rand_array(d, 1.0f);
+    float *y = malloc((size_t)n * d * sizeof(float));
+    double *ref = malloc((size_t)n * d * sizeof(double));
+    char name[64];
+    for (int i = 0; i < n; i++) x[(size_t)i * d] += 100.0f;   /* an outlier, as CLIP has */
+    clip_layer_norm(y, x, g, b, n, d, 1e-5f);
+    for (int i = 0; i < n; i++) {
+        double m = 0, v = 0;
+        for (int j = 0; j < d; j++) m += x[(size_t)i * d + j];
+        m /= d;
+        for (int j = 0; j < d; j++) v += (x[(size_t)i * d + j] - m) * (x[(size_t)i * d + j] - m);
+        v /= d;
+        for (int j = 0; j < d; j++) ref[(size_t)i * d + j] = (x[(size_t)i * d + j] - m) / sqrt(v + 1e-5) * g[j] + b[j];
+    }
+    snprintf(name, sizeof name, "layer_norm %dx%d", n, d);
+    check(name, y, ref, (size_t)n * d, 1e-6);
+    free(x); free(g); free(b); free(y); free(ref);
+}
+
+static void test_attention(int n, int heads, int hd, int causal)
+{
+    int d = heads * hd;
+    float *q = rand_array((size_t)n * d, 1.0f), *k = rand_array((size_t)n * d, 1.0f), *v = rand_array((size_t)n * d, 1.0f);
+    float *out = malloc((size_t)n * d * sizeof(float)), *scratch = malloc((size_t)n * n * sizeof(float));
+    double *ref = malloc((size_t)n * d * sizeof(double)), *p = malloc((size_t)n * sizeof(double));
+    char name[64];
+    clip_attention(out, q, k, v, n, heads, hd, causal, scratch);
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < n; i++) {
+            int len = causal ? i + 1 : n;
+            double mx = -1e300, sum = 0;
+            for (int j = 0; j < len; j++) {
+                double s = 0;
+                for (int t = 0; t < hd; t++) s += (double)q[(size_t)i * d + h * hd + t] * k[(size_t)j * d + h * hd + t];
+                p[j] = s;
+                if (s > mx) mx = s;
+            }
+            for (int j = 0; j < len; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+            for (int t = 0; t < hd; t++) {
+                double o = 0;
+                for (int j = 0; j < len; j++) o += p[j] / sum * v[(size_t)j * d + h * hd + t];
+                ref[(size_t)i * d + h * hd + t] = o;
+            }
+        }
+    snprintf(name, sizeof name, "attention n=%d heads=%d hd=%d%s", n, heads, hd, causal ? " causal" : "");
+    check(name, out, ref, (size_t)n * d, 1e-5);
+    free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
+}
+
+static void test_activations(void)
+{
+    size_t n = 10001;
+    float *x = rand_array(n, 8.0f), *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    double *ra = malloc(n * sizeof(double)), *rb = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) {
+        a[i] = b[i] = x[i];
+        ra[i] = x[i] / (1.0 + exp(-1.702 * x[i]));
+        rb[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+    }
+    clip_quick_gelu(a, n);
+    clip_gelu(b, n);
+    check("quick_gelu", a, ra, n, 1e-7);
+    check("gelu", b, rb, n, 1e-7);
+    free(x); free(a); free(b); free(ra); free(rb);
+}
+
+static void test_softmax(int n, int d)
+{
+    float *x = rand_array((size_t)n * d, 20.0f);
+    double *ref = malloc((size_t)n * d * sizeof(double));
+    char name[64];
+    for (int i = 0; i < n; i++) {
+        double mx = -1e300, s = 0;
+        for (int j = 0; j < d; j++) if (x[(size_t)i * d + j] > mx) mx = x[(size_t)i * d + j];
+        for (int j = 0; j < d; j++) s += exp(x[(size_t)i * d + j] - mx);
+        for (int j = 0; j < d; j++) ref[(size_t)i * d + j] = exp(x[(size_t)i * d + j] - mx) / s;
+    }
+    clip_softmax(x, n, d);
+    snprintf(name, sizeof name, "softmax %dx%d", n, d);
+    check(name, x, ref, (size_t)n * d, 1e-6);
+    free(x); free(ref);
+}
+
+int main(void)
+{
+    test_linear(1, 1, 1, 0);
+    test_linear(1, 1, 1, 1);
+    test_linear(7, 513, 1, 1);
+    test_linear(7, 513, 17, 1);
+    test_linear(13, 7, 513, 0);
+    test_linear(50, 768, 3072, 1);
+    test_linear(50, 3072, 768, 1);
+    test_linear(77, 512, 512, 1);
+    test_layer_norm(1, 1);
+    test_layer_norm(7, 513);
+    test_layer_norm(50, 768);
+    test_softmax(1, 1);
+    test_softmax(7, 513);
+    test_attention(1, 1, 1, 0);
+    test_attention(7, 3, 17, 1);
+    test_attention(50, 12, 64, 0);
+    test_attention(77, 8, 64, 1);
+    test_activations();
+    printf("tensor: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
