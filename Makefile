@@ -1,6 +1,6 @@
 # clip.c - make builds everything a user needs: the `clip` command and libclip.a
 CC      ?= cc
-CFLAGS  ?= -O3 -march=native
+CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 OPENMP  ?= -fopenmp
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local

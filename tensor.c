@@ -34,22 +34,38 @@ void clip_set_threads(int n)
  * updates of an MR x NR tile of C held in registers: for every k, each of
  * the MR values of A is broadcast and multiplied with NR consecutive packed
  * values of B. Those inner loops have fixed trip counts and no dependence
- * between lanes, which is exactly what gcc and clang vectorize. The k loop
- * runs in blocks of KC so that a packed panel stays in L1/L2 cache. Threads
- * split the panels of B (the output columns). */
+ * between lanes, which is exactly what gcc and clang vectorize; the six rows
+ * are written out as six accumulator arrays so that the compiler keeps them
+ * in vector registers (MR is fixed at 6 by the code). The k loop runs in
+ * blocks of KC so that a packed panel stays in L1/L2 cache. Threads split
+ * the panels of B (the output columns). */
 
 #define MR 6
-#define NR 16
+#define NR 32
 #define KC 256
 
-/* acc[MR][NR] += A[0..MR)[0..kc) x packed[0..kc)[NR] */
-static void gemm_tile(float acc[MR][NR], const float *const a[MR], const float *packed, int kc)
+/* C tile [mr, nr] (+)= A rows a[0..MR) [kc] x packed [kc][NR] (+ bias) */
+static void gemm_tile(float *C, int ldc, const float *const a[MR], const float *packed, int kc,
+                      int mr, int nr, int accumulate, const float *bias)
 {
+    float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0}, c4[NR] = {0}, c5[NR] = {0};
+    float *acc[MR] = {c0, c1, c2, c3, c4, c5};
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     for (int p = 0; p < kc; p++) {
         const float *b = packed + (size_t)p * NR;
-        for (int i = 0; i < MR; i++) {
-            float ai = a[i][p];
-            for (int j = 0; j < NR; j++) acc[i][j] += ai * b[j];
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
+        for (int j = 0; j < NR; j++) {
+            c0[j] += x0 * b[j]; c1[j] += x1 * b[j]; c2[j] += x2 * b[j];
+            c3[j] += x3 * b[j]; c4[j] += x4 * b[j]; c5[j] += x5 * b[j];
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < nr; j++) {
+            float v = acc[i][j];
+            if (accumulate) v += c[j];
+            if (bias) v += bias[j];
+            c[j] = v;
         }
     }
 }
@@ -67,7 +83,8 @@ static void gemm_pack(float *packed, const float *B, int ldb, int j0, int nr, in
     }
 }
 
-/* One panel of NR output columns, all m rows: C[:, j0..j0+nr). */
+/* One panel of NR output columns, all m rows: C[:, j0..j0+nr). Each k block
+ * is summed on its own and then added to C: shorter chains, less rounding. */
 static void gemm_panel(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
                        const float *bias, int m, int j0, int nr, int k, float *packed)
 {
@@ -76,19 +93,11 @@ static void gemm_panel(float *C, int ldc, const float *A, int lda, const float *
         gemm_pack(packed, B, ldb, j0, nr, k0, kc);
         for (int i0 = 0; i0 < m; i0 += MR) {
             int mr = m - i0 < MR ? m - i0 : MR;
-            float acc[MR][NR];
             const float *a[MR];
             /* rows past the end repeat the last row; their results are dropped */
             for (int i = 0; i < MR; i++) a[i] = A + (size_t)(i0 + (i < mr ? i : mr - 1)) * lda + k0;
-            memset(acc, 0, sizeof acc);
-            gemm_tile(acc, a, packed, kc);
-            /* each k block is summed on its own, then added: shorter chains, less rounding */
-            for (int i = 0; i < mr; i++) {
-                float *c = C + (size_t)(i0 + i) * ldc + j0;
-                if (k0 > 0) for (int j = 0; j < nr; j++) acc[i][j] += c[j];
-                if (k0 + kc >= k && bias) for (int j = 0; j < nr; j++) acc[i][j] += bias[j0 + j];
-                for (int j = 0; j < nr; j++) c[j] = acc[i][j];
-            }
+            gemm_tile(C + (size_t)i0 * ldc + j0, ldc, a, packed, kc, mr, nr, k0 > 0,
+                      k0 + kc >= k && bias ? bias + j0 : NULL);
         }
     }
 }
