@@ -322,59 +322,70 @@ size_t clip_file_size(const clip_model *m) { return m->size; }
 /* The encoder (CLIPEncoder), shared by both towers                          */
 /* ------------------------------------------------------------------------ */
 
-static void dump2(clip_dump_fn dump, void *ctx, const char *name, const float *x, int a, int b)
+static void dump_stage(clip_dump_fn dump, void *ctx, const char *name, const float *x, int batch, int a, int b)
 {
-    int shape[2] = {a, b};
-    if (dump) dump(ctx, name, x, 2, shape);
+    int shape[3] = {batch, a, b};
+    if (!dump) return;
+    if (batch == 1) dump(ctx, name, x, 2, shape + 1);
+    else dump(ctx, name, x, 3, shape);
 }
 
-/* CLIPEncoderLayer, pre-norm, on x[n, d] in place:
+/* CLIPEncoderLayer, pre-norm, on x[batch * n, d] in place (batch sequences of n tokens):
  *   x += out_proj(attention(layer_norm1(x)))
  *   x += fc2(act(fc1(layer_norm2(x))))
- * buf holds 5*n*d + n*inter + n*n floats. */
-static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config *c, int n, int causal, float *buf)
+ * The matrix products run over all batch * n rows at once, so a batch shares
+ * every read of the weights; attention runs per sequence.
+ * buf holds 5*rows*d + rows*inter + n*n floats. */
+static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
+                          int causal, float *buf)
 {
-    int d = c->hidden, hd = d / c->heads;
-    size_t nd = (size_t)n * d;
-    float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)n * c->intermediate;
+    int d = c->hidden, hd = d / c->heads, rows = batch * n;
+    size_t nd = (size_t)rows * d;
+    float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
     float scale = 1.0f / sqrtf((float)hd);
 
-    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, n, d, c->eps);
-    clip_linear(q, h, L->q_w, L->q_b, n, d, d);
-    clip_linear(k, h, L->k_w, L->k_b, n, d, d);
-    clip_linear(v, h, L->v_w, L->v_b, n, d, d);
+    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, d, c->eps);
+    clip_linear(q, h, L->q_w, L->q_b, rows, d, d);
+    clip_linear(k, h, L->k_w, L->k_b, rows, d, d);
+    clip_linear(v, h, L->v_w, L->v_b, rows, d, d);
     for (size_t i = 0; i < nd; i++) q[i] *= scale;
-    clip_attention(o, q, k, v, n, c->heads, hd, causal, s);
-    clip_linear(h, o, L->o_w, L->o_b, n, d, d);
+    for (int b = 0; b < batch; b++) {
+        size_t off = (size_t)b * n * d;
+        clip_attention(o + off, q + off, k + off, v + off, n, c->heads, hd, causal, s);
+    }
+    clip_linear(h, o, L->o_w, L->o_b, rows, d, d);
     for (size_t i = 0; i < nd; i++) x[i] += h[i];
 
-    clip_layer_norm(h, x, L->ln2_w, L->ln2_b, n, d, c->eps);
-    clip_linear(f, h, L->fc1_w, L->fc1_b, n, d, c->intermediate);
-    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)n * c->intermediate);
-    else clip_quick_gelu(f, (size_t)n * c->intermediate);
-    clip_linear(h, f, L->fc2_w, L->fc2_b, n, c->intermediate, d);
+    clip_layer_norm(h, x, L->ln2_w, L->ln2_b, rows, d, c->eps);
+    clip_linear(f, h, L->fc1_w, L->fc1_b, rows, d, c->intermediate);
+    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)rows * c->intermediate);
+    else clip_quick_gelu(f, (size_t)rows * c->intermediate);
+    clip_linear(h, f, L->fc2_w, L->fc2_b, rows, c->intermediate, d);
     for (size_t i = 0; i < nd; i++) x[i] += h[i];
 }
 
-/* Runs the layers, dumping "<tower>_hidden_NN" before each layer and after the last. */
-static void encoder(float *x, const clip_layer *layers, const clip_tower_config *c, int n, int causal,
+/* CLIPEncoder: the layers in turn, dumping "<tower>_hidden_NN" before each
+ * layer and after the last (Hugging Face's hidden_states). */
+static void encoder(float *x, const clip_layer *layers, const clip_tower_config *c, int batch, int n, int causal,
                     float *buf, const char *tower, clip_dump_fn dump, void *ctx)
 {
     char name[64];
     for (int l = 0; l <= c->layers; l++) {
         if (dump) {
             snprintf(name, sizeof name, "%s_hidden_%02d", tower, l);
-            dump2(dump, ctx, name, x, n, c->hidden);
+            dump_stage(dump, ctx, name, x, batch, n, c->hidden);
         }
-        if (l < c->layers) encoder_layer(x, &layers[l], c, n, causal, buf);
+        if (l < c->layers) encoder_layer(x, &layers[l], c, batch, n, causal, buf);
     }
 }
 
-static float *encoder_alloc(const clip_tower_config *c, int n, size_t extra, char *err)
+/* x[rows, d] followed by the encoder's scratch and `extra` floats */
+static float *encoder_alloc(const clip_tower_config *c, int batch, int n, size_t extra, char *err)
 {
-    size_t floats = (size_t)n * c->hidden * 6 + (size_t)n * c->intermediate + (size_t)n * n + extra;
-    float *buf = malloc(floats * sizeof(float));
-    if (!buf) set_err(err, "out of memory (%zu bytes of activations)", floats * sizeof(float));
+    size_t rows = (size_t)batch * n;
+    size_t floats = rows * c->hidden * 6 + rows * c->intermediate + (size_t)n * n + extra;
+    float *buf = floats < ((size_t)-1) / sizeof(float) ? malloc(floats * sizeof(float)) : NULL;
+    if (!buf) set_err(err, "out of memory (%.0f bytes of activations)", (double)floats * sizeof(float));
     return buf;
 }
 
@@ -398,7 +409,7 @@ int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
             return CLIP_EINPUT;
         }
     }
-    float *x = encoder_alloc(&c->text, n, 0, err);
+    float *x = encoder_alloc(&c->text, 1, n, 0, err);
     if (!x) return CLIP_ENOMEM;
     float *buf = x + (size_t)n * d;
 
@@ -406,9 +417,9 @@ int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
         const float *t = m->w.token_embedding + (size_t)ids[i] * d, *p = m->w.text_position_embedding + (size_t)i * d;
         for (int j = 0; j < d; j++) x[(size_t)i * d + j] = t[j] + p[j];
     }
-    encoder(x, m->w.text_layers, &c->text, n, 1, buf, "text", dump, ctx);
+    encoder(x, m->w.text_layers, &c->text, 1, n, 1, buf, "text", dump, ctx);
     clip_layer_norm(x, x, m->w.final_ln_w, m->w.final_ln_b, n, d, c->text.eps);
-    dump2(dump, ctx, "text_last_hidden", x, n, d);
+    dump_stage(dump, ctx, "text_last_hidden", x, 1, n, d);
 
     /* Pooling: legacy configs (eos_token_id == 2) take the position of the
      * largest id (the eos token has the largest id in CLIP's vocabulary);
@@ -419,9 +430,9 @@ int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
         pool = n - 1;
         for (int i = 0; i < n; i++) if (ids[i] == c->eos_token_id) { pool = i; break; }
     }
-    dump2(dump, ctx, "text_pooled", x + (size_t)pool * d, 1, d);
+    dump_stage(dump, ctx, "text_pooled", x + (size_t)pool * d, 1, 1, d);
     clip_linear(features, x + (size_t)pool * d, m->w.text_projection, NULL, 1, d, c->projection_dim);
-    dump2(dump, ctx, "text_features", features, 1, c->projection_dim);
+    dump_stage(dump, ctx, "text_features", features, 1, 1, c->projection_dim);
     free(x);
     return CLIP_OK;
 }
@@ -429,42 +440,55 @@ int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
 /* ------------------------------------------------------------------------ */
 /* Vision tower: CLIPVisionTransformer + visual_projection                   */
 /* ------------------------------------------------------------------------ */
-/* pixels [3, S, S] -> patch embedding (conv p x p, stride p, no bias) as a
- * matrix product of the (S/p)^2 flattened patches [3*p*p] with the weight
+/* pixels [count, 3, S, S] -> patch embedding (conv p x p, stride p, no bias)
+ * as a matrix product of the flattened patches [g*g, 3*p*p] with the weight
  * [d, 3*p*p]; prepend class_embedding, add position_embedding -> x[1 + g*g, d]
- * -> pre_layrnorm -> encoder -> post_layernorm(x[0]) -> features[proj]. */
-int clip_encode_image(clip_model *m, const float *pixels, float *features,
-                      clip_dump_fn dump, void *ctx, char *err)
+ * -> pre_layrnorm -> encoder -> post_layernorm(x[0]) -> features[count, proj]. */
+int clip_encode_images(clip_model *m, const float *pixels, int count, float *features,
+                       clip_dump_fn dump, void *ctx, char *err)
 {
     const clip_config *c = &m->config;
     int d = c->vision.hidden, p = c->patch, S = c->image_size, g = S / p, n = 1 + g * g, pp = 3 * p * p;
-    float *x = encoder_alloc(&c->vision, n, (size_t)n * d + (size_t)g * g * pp + d, err);
+    size_t rows = (size_t)count * n;
+    if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
+    float *x = encoder_alloc(&c->vision, count, n, (size_t)g * g * pp + (size_t)count * d, err);
     if (!x) return CLIP_ENOMEM;
-    float *buf = x + (size_t)n * d, *patches = buf + (size_t)n * d * 5 + (size_t)n * c->vision.intermediate + (size_t)n * n;
+    float *buf = x + rows * d, *patches = buf + rows * d * 5 + rows * c->vision.intermediate + (size_t)n * n;
     float *pooled = patches + (size_t)g * g * pp;
 
-    /* im2col: patch (gy, gx) -> row gy*g+gx, columns in (channel, ky, kx) order */
-    for (int gy = 0; gy < g; gy++)
-        for (int gx = 0; gx < g; gx++) {
-            float *row = patches + (size_t)(gy * g + gx) * pp;
-            for (int ch = 0; ch < 3; ch++)
-                for (int ky = 0; ky < p; ky++)
-                    memcpy(row + (ch * p + ky) * p, pixels + ((size_t)ch * S + gy * p + ky) * S + gx * p, p * sizeof(float));
-        }
-    clip_linear(x + d, patches, m->w.patch_embedding, NULL, g * g, pp, d);
-    memcpy(x, m->w.class_embedding, d * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += m->w.vision_position_embedding[i];
-    dump2(dump, ctx, "image_embeddings", x, n, d);
-    clip_layer_norm(x, x, m->w.pre_ln_w, m->w.pre_ln_b, n, d, c->vision.eps);
+    for (int b = 0; b < count; b++) {
+        const float *px = pixels + (size_t)b * 3 * S * S;
+        float *xb = x + (size_t)b * n * d;
+        /* im2col: patch (gy, gx) -> row gy*g+gx, columns in (channel, ky, kx) order */
+        for (int gy = 0; gy < g; gy++)
+            for (int gx = 0; gx < g; gx++) {
+                float *row = patches + (size_t)(gy * g + gx) * pp;
+                for (int ch = 0; ch < 3; ch++)
+                    for (int ky = 0; ky < p; ky++)
+                        memcpy(row + (ch * p + ky) * p, px + ((size_t)ch * S + gy * p + ky) * S + gx * p, p * sizeof(float));
+            }
+        clip_linear(xb + d, patches, m->w.patch_embedding, NULL, g * g, pp, d);
+        memcpy(xb, m->w.class_embedding, d * sizeof(float));
+        for (size_t i = 0; i < (size_t)n * d; i++) xb[i] += m->w.vision_position_embedding[i];
+    }
+    dump_stage(dump, ctx, "image_embeddings", x, count, n, d);
+    clip_layer_norm(x, x, m->w.pre_ln_w, m->w.pre_ln_b, (int)rows, d, c->vision.eps);
 
-    encoder(x, m->w.vision_layers, &c->vision, n, 0, buf, "image", dump, ctx);
-    dump2(dump, ctx, "image_last_hidden", x, n, d);
-    clip_layer_norm(pooled, x, m->w.post_ln_w, m->w.post_ln_b, 1, d, c->vision.eps);
-    dump2(dump, ctx, "image_pooled", pooled, 1, d);
-    clip_linear(features, pooled, m->w.visual_projection, NULL, 1, d, c->projection_dim);
-    dump2(dump, ctx, "image_features", features, 1, c->projection_dim);
+    encoder(x, m->w.vision_layers, &c->vision, count, n, 0, buf, "image", dump, ctx);
+    dump_stage(dump, ctx, "image_last_hidden", x, count, n, d);
+    for (int b = 0; b < count; b++)
+        clip_layer_norm(pooled + (size_t)b * d, x + (size_t)b * n * d, m->w.post_ln_w, m->w.post_ln_b, 1, d, c->vision.eps);
+    dump_stage(dump, ctx, "image_pooled", pooled, 1, count, d);
+    clip_linear(features, pooled, m->w.visual_projection, NULL, count, d, c->projection_dim);
+    dump_stage(dump, ctx, "image_features", features, 1, count, c->projection_dim);
     free(x);
     return CLIP_OK;
+}
+
+int clip_encode_image(clip_model *m, const float *pixels, float *features,
+                      clip_dump_fn dump, void *ctx, char *err)
+{
+    return clip_encode_images(m, pixels, 1, features, dump, ctx, err);
 }
 
 /* image_embeds = features / ||features||_2 (likewise text_embeds) */

@@ -155,6 +155,10 @@ int clip_encode_text(clip_model *model, const int32_t *ids, int n, float *featur
 /* Vision tower: pixels[3 * image_size * image_size] (CHW) -> features[projection_dim]. */
 int clip_encode_image(clip_model *model, const float *pixels, float *features,
                       clip_dump_fn dump, void *dump_ctx, char *err);
+/* A batch: pixels[count, 3, S, S] -> features[count, projection_dim]. The
+ * images share every read of the weights, so a batch is faster per image. */
+int clip_encode_images(clip_model *model, const float *pixels, int count, float *features,
+                       clip_dump_fn dump, void *dump_ctx, char *err);
 /* Scale v[n] to unit L2 norm. */
 void clip_normalize(float *v, int n);
 

@@ -398,12 +398,17 @@ static int cmd_embed(const options *o)
         if (nd == 3 && dims[0] == 3 && dims[1] == S && dims[2] == S) count = 1;
         else if (nd == 4 && dims[1] == 3 && dims[2] == S && dims[3] == S) count = dims[0];
         else die(1, "%s: pixel values must have shape [N, 3, %d, %d] for this model", o->pixels[i], S, S);
-        for (int k = 0; k < count; k++) {
-            char *dd = DUMPDIR();
+        for (int k = 0; k < count;) {
+            /* without --dump, up to 16 images share each pass over the weights */
+            int batch = o->dump ? 1 : (count - k < 16 ? count - k : 16);
+            char *dd = DUMPDIR(), err[CLIP_ERR_SIZE];
             float *row = ROW();
             const float *pk = px + (size_t)k * 3 * S * S;
+            for (int b = 1; b < batch; b++) ROW();
+            row = out + (size_t)(rows - batch) * D;
             if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
-            image_features(m, pk, row, dd ? dump_npy : NULL, dd);
+            if (clip_encode_images(m, pk, batch, row, dd ? dump_npy : NULL, dd, err)) die(1, "%s", err);
+            k += batch;
         }
         free(px);
     }
