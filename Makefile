@@ -19,6 +19,14 @@ libclip.a: $(LIBSRC) $(HEADERS)
 	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) -I../.. -c $(addprefix ../../,$(LIBSRC))
 	$(AR) rcs $@ build/lib/*.o
 
+# experiment 1 on the demo photo with openai/clip-vit-base-patch32 (fetched once into models/)
+DEMO_MODEL = models/clip-vit-base-patch32.bin
+demo: clip
+	@test -f $(DEMO_MODEL) || python3 convert.py openai/clip-vit-base-patch32 -o $(DEMO_MODEL)
+	./clip match -m $(DEMO_MODEL) -i data/cat.png -t "a photo of a cat" -t "a photo of a dog" \
+	    -t "a photo of an airplane" -t "一张彩色的猫图片" --html models/demo.html
+	@echo "wrote models/demo.html"
+
 test: clip
 	sh test/run.sh
 
@@ -34,4 +42,4 @@ install: all
 	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
-.PHONY: all test bench clean install
+.PHONY: all demo test bench clean install
