@@ -59,7 +59,8 @@ struct clip_model {
     clip_tokenizer *tokenizer;
     const uint8_t *data;   /* the whole file */
     size_t size;
-    int mapped;            /* data came from mmap (else malloc) */
+    int mapped;            /* data came from mmap */
+    int owned;             /* data belongs to the model (mmap or malloc), not to the caller */
 };
 
 static void set_err(char *err, const char *fmt, ...)
@@ -265,41 +266,69 @@ static int map_file(clip_model *m, const char *path, char *err)
     return CLIP_OK;
 }
 
-int clip_load(clip_model **out, const char *path, char *err)
+/* Everything after the bytes are in memory: header, tokenizer, tensors. */
+static int load_model(clip_model *m, const char *name, char *err)
 {
     char why[CLIP_ERR_SIZE] = "";
     int rc;
-    const uint16_t one = 1;
-    *out = NULL;
-    if (*(const uint8_t *)&one != 1) { set_err(err, "this build supports little-endian machines only"); return CLIP_EINPUT; }
-    clip_model *m = calloc(1, sizeof *m);
-    if (!m) { set_err(err, "out of memory"); return CLIP_ENOMEM; }
-    if ((rc = map_file(m, path, err))) { free(m); return rc; }
+    const uint8_t *h = m->data;
+    uint64_t tok_off, tok_len, idx_off;
+    uint32_t count;
 
     if ((rc = parse_header(m, why))) goto fail;
-    {
-        const uint8_t *h = m->data;
-        uint64_t tok_off = rd64(h + 24), tok_len = rd64(h + 32), idx_off = rd64(h + 40);
-        uint32_t count = rd32(h + 48);
-        if (tok_off < HEADER_BYTES || tok_off > m->size || tok_len > m->size - tok_off ||
-            idx_off < HEADER_BYTES || idx_off % 8 != 0 || idx_off > m->size ||
-            count > (m->size - idx_off) / INDEX_ENTRY_BYTES) {
-            snprintf(why, sizeof why, "section offsets lie outside the file (truncated or corrupt)");
-            rc = CLIP_EINPUT;
-            goto fail;
-        }
-        if ((rc = clip_tokenizer_load(&m->tokenizer, m->data + tok_off, (size_t)tok_len, why))) goto fail;
-        m->w.text_layers = calloc((size_t)m->config.text.layers, sizeof(clip_layer));
-        m->w.vision_layers = calloc((size_t)m->config.vision.layers, sizeof(clip_layer));
-        if (!m->w.text_layers || !m->w.vision_layers) { snprintf(why, sizeof why, "out of memory"); rc = CLIP_ENOMEM; goto fail; }
-        if ((rc = load_weights(m, m->data + idx_off, count, why))) goto fail;
+    tok_off = rd64(h + 24); tok_len = rd64(h + 32); idx_off = rd64(h + 40); count = rd32(h + 48);
+    if (tok_off < HEADER_BYTES || tok_off > m->size || tok_len > m->size - tok_off ||
+        idx_off < HEADER_BYTES || idx_off % 8 != 0 || idx_off > m->size ||
+        count > (m->size - idx_off) / INDEX_ENTRY_BYTES) {
+        snprintf(why, sizeof why, "section offsets lie outside the file (truncated or corrupt)");
+        rc = CLIP_EINPUT;
+        goto fail;
     }
-    *out = m;
+    if ((rc = clip_tokenizer_load(&m->tokenizer, m->data + tok_off, (size_t)tok_len, why))) goto fail;
+    m->w.text_layers = calloc((size_t)m->config.text.layers, sizeof(clip_layer));
+    m->w.vision_layers = calloc((size_t)m->config.vision.layers, sizeof(clip_layer));
+    if (!m->w.text_layers || !m->w.vision_layers) { snprintf(why, sizeof why, "out of memory"); rc = CLIP_ENOMEM; goto fail; }
+    if ((rc = load_weights(m, m->data + idx_off, count, why))) goto fail;
     return CLIP_OK;
 fail:
-    set_err(err, "%s: %s", path, why);
-    clip_free(m);
+    set_err(err, "%s: %s", name, why);
     return rc;
+}
+
+static int little_endian(char *err)
+{
+    const uint16_t one = 1;
+    if (*(const uint8_t *)&one == 1) return 1;
+    set_err(err, "this build supports little-endian machines only");
+    return 0;
+}
+
+int clip_load(clip_model **out, const char *path, char *err)
+{
+    int rc;
+    clip_model *m;
+    *out = NULL;
+    if (!little_endian(err)) return CLIP_EINPUT;
+    if (!(m = calloc(1, sizeof *m))) { set_err(err, "out of memory"); return CLIP_ENOMEM; }
+    m->owned = 1;
+    if ((rc = map_file(m, path, err)) || (rc = load_model(m, path, err))) { clip_free(m); return rc; }
+    *out = m;
+    return CLIP_OK;
+}
+
+int clip_load_memory(clip_model **out, const uint8_t *data, size_t size, char *err)
+{
+    int rc;
+    clip_model *m;
+    *out = NULL;
+    if (!little_endian(err)) return CLIP_EINPUT;
+    if ((uintptr_t)data % 64 != 0) { set_err(err, "model data must be 64-byte aligned in memory"); return CLIP_EINPUT; }
+    if (!(m = calloc(1, sizeof *m))) { set_err(err, "out of memory"); return CLIP_ENOMEM; }
+    m->data = data;
+    m->size = size;
+    if ((rc = load_model(m, "model", err))) { clip_free(m); return rc; }
+    *out = m;
+    return CLIP_OK;
 }
 
 void clip_free(clip_model *m)
@@ -309,7 +338,7 @@ void clip_free(clip_model *m)
     free(m->w.text_layers);
     free(m->w.vision_layers);
     if (m->mapped) munmap((void *)m->data, m->size);
-    else free((void *)m->data);
+    else if (m->owned) free((void *)m->data);
     free(m);
 }
 

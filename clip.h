@@ -139,6 +139,9 @@ typedef struct clip_model clip_model;
 
 /* Open a converted model file (mmap). */
 int clip_load(clip_model **model, const char *path, char *err);
+/* The same from a file already in memory (64-byte aligned); the caller keeps
+ * it alive until clip_free. */
+int clip_load_memory(clip_model **model, const uint8_t *data, size_t size, char *err);
 void clip_free(clip_model *model);
 const clip_config *clip_get_config(const clip_model *model);
 const clip_tokenizer *clip_get_tokenizer(const clip_model *model);
