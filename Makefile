@@ -5,6 +5,7 @@ OPENMP  ?= -fopenmp
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local
 EMCC    ?= emcc
+WASMFLAGS ?= -O3 -msimd128
 WARN     = -std=c99 -Wall -Wextra -pedantic
 LIBSRC   = clip.c tokenizer.c image.c tensor.c
 HEADERS  = clip.h unicode_tables.h
@@ -27,6 +28,20 @@ demo: clip
 	    -t "a photo of an airplane" -t "一张彩色的猫图片" --html models/demo.html
 	@echo "wrote models/demo.html"
 
+# WebAssembly (emscripten, no OpenMP): build/wasm/clip.js is the `clip` command for Node on host
+# files (node --no-experimental-fetch build/wasm/clip.js ...); web/clip.js + web/clip.wasm is the
+# library module web/index.html loads (createClip(), the functions of web/clip_web.c).
+WASM_EXPORTS = _malloc,_free,_web_load_file,_web_load_memory,_web_alloc,_web_unload,_web_error,_web_dim,_web_image_size,_web_logit_scale,_web_embed_image,_web_embed_text,_web_match
+wasm: build/wasm/clip.js web/clip.js
+build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS)
+	mkdir -p build/wasm
+	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
+	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
+web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS)
+	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
+	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
+	    -sEXPORTED_RUNTIME_METHODS=FS,UTF8ToString,stringToUTF8,lengthBytesUTF8 -o $@ web/clip_web.c $(LIBSRC) -lm
+
 test: clip
 	sh test/run.sh
 
@@ -42,4 +57,40 @@ install: all
 	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
-.PHONY: all demo test bench clean install
+.PHONY: all demo test bench clean install wasm
+
+# Sanitizers and fuzzing (test/fuzz/README.md). The library's sources, plus any image_*.c
+# not yet merged into image.c, built with AddressSanitizer and UndefinedBehaviorSanitizer.
+SAN_CC    ?= clang
+SANITIZE   = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SANSRC     = $(LIBSRC) $(filter-out $(LIBSRC),$(wildcard image*.c))
+SANENV     = ASAN_OPTIONS=exitcode=86:detect_leaks=1:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1:exitcode=86
+
+# make test-asan: the whole suite with CLIP_BIN=build/asan/clip; build/asan/cc is the compiler
+# the suites build their own C drivers with (CC), so those are sanitized too.
+test-asan:
+	mkdir -p build/asan
+	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
+	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
+	$(SANENV) CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip sh test/run.sh
+
+# make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c
+# for T=jpeg) with libFuzzer and run it for S seconds on test/out/fuzz/T/corpus plus the seeds
+# test/fuzz/make_seeds.py writes to test/out/fuzz/T/seeds; crashes land in test/out/fuzz/T/.
+T         ?= image
+S         ?= 60
+FUZZ_BIN   = build/fuzz/fuzz_$(if $(wildcard test/fuzz/fuzz_$(T).c),$(T),image)
+FUZZ_LEN   = $(if $(filter tokenizer,$(T)),4096,32768)
+FUZZ_OPTS ?=
+fuzz: $(FUZZ_BIN)
+	$(PYTHON) test/fuzz/make_seeds.py $(T)
+	mkdir -p test/out/fuzz/$(T)/corpus
+	$(SANENV) $(FUZZ_BIN) -max_total_time=$(S) -timeout=10 -rss_limit_mb=3072 -max_len=$(FUZZ_LEN) \
+	    -print_final_stats=1 -artifact_prefix=test/out/fuzz/$(T)/ $(FUZZ_OPTS) \
+	    test/out/fuzz/$(T)/corpus test/out/fuzz/$(T)/seeds
+
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(SANSRC) $(HEADERS)
+	mkdir -p build/fuzz
+	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(SANSRC) -lm
+
+.PHONY: test-asan fuzz

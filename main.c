@@ -750,8 +750,10 @@ static int cmd_classify(const options *o)
         /* CIFAR-10 binary: records of 1 label byte + 3072 bytes (R, G, B planes of 32x32) */
         size_t size;
         uint8_t *data = read_file(o->cifar10, &size);
+        enum { BATCH = 16 };   /* images per pass over the weights */
         int confusion[10][10] = {{0}}, total, correct = 0, tty = isatty(fileno(stderr));
-        float *px = xmalloc((size_t)3 * c->image_size * c->image_size * sizeof(float));
+        size_t npx = (size_t)3 * c->image_size * c->image_size;
+        float *px = xmalloc(BATCH * npx * sizeof(float)), *feats = xmalloc((size_t)BATCH * D * sizeof(float));
         uint8_t rgb[32 * 32 * 3];
         clip_image im = {32, 32, rgb};
         char err[CLIP_ERR_SIZE];
@@ -760,20 +762,28 @@ static int cmd_classify(const options *o)
             die(1, "%s: a CIFAR-10 binary file holds records of 3073 bytes, but this one has %zu bytes", o->cifar10, size);
         total = (int)(size / 3073);
         if (o->limit && o->limit < total) total = o->limit;
-        for (int r = 0; r < total; r++) {
-            const uint8_t *rec = data + (size_t)r * 3073;
-            int best = 0;
-            if (rec[0] > 9) die(1, "%s: record %d has label %d (CIFAR-10 labels are 0..9)", o->cifar10, r, rec[0]);
-            for (int p = 0; p < 1024; p++)
-                for (int ch = 0; ch < 3; ch++) rgb[p * 3 + ch] = rec[1 + ch * 1024 + p];
-            if (clip_image_preprocess(&im, &c->preprocess, o->resize, px, err)) die(1, "%s: %s", o->cifar10, err);
-            image_features(m, px, img, NULL, NULL);
-            clip_normalize(img, D);
-            match_scores(m, img, emb, 10, logits, probs);
-            for (int k = 1; k < 10; k++) if (probs[k] > probs[best]) best = k;
-            confusion[rec[0]][best]++;
-            correct += best == rec[0];
-            if (tty && (r % 8 == 7 || r == total - 1)) progress(r + 1, total, t0);
+        for (int r = 0; r < total; r++)
+            if (data[(size_t)r * 3073] > 9)
+                die(1, "%s: record %d has label %d (CIFAR-10 labels are 0..9)", o->cifar10, r, data[(size_t)r * 3073]);
+        for (int r0 = 0; r0 < total; r0 += BATCH) {
+            int batch = total - r0 < BATCH ? total - r0 : BATCH;
+            for (int b = 0; b < batch; b++) {
+                const uint8_t *rec = data + (size_t)(r0 + b) * 3073;
+                for (int p = 0; p < 1024; p++)
+                    for (int ch = 0; ch < 3; ch++) rgb[p * 3 + ch] = rec[1 + ch * 1024 + p];
+                if (clip_image_preprocess(&im, &c->preprocess, o->resize, px + b * npx, err)) die(1, "%s: %s", o->cifar10, err);
+            }
+            if (clip_encode_images(m, px, batch, feats, NULL, NULL, err)) die(1, "%s", err);
+            for (int b = 0; b < batch; b++) {
+                int label = data[(size_t)(r0 + b) * 3073], best = 0;
+                float *f = feats + (size_t)b * D;
+                clip_normalize(f, D);
+                match_scores(m, f, emb, 10, logits, probs);
+                for (int k = 1; k < 10; k++) if (probs[k] > probs[best]) best = k;
+                confusion[label][best]++;
+                correct += best == label;
+            }
+            if (tty) progress(r0 + batch, total, t0);
         }
         double el = now() - t0;
         printf("CIFAR-10: %d images, accuracy %.2f%% (%d correct), %.1f images/s\n", total, 100.0 * correct / total,
@@ -793,6 +803,7 @@ static int cmd_classify(const options *o)
             putchar('\n');
         }
         free(px);
+        free(feats);
         free(data);
     }
     free(emb); free(img); free(logits); free(probs); free(label_buf);
@@ -803,37 +814,182 @@ static int cmd_classify(const options *o)
 /* ------------------------------------------------------------------------ */
 /* clip bench                                                                */
 /* ------------------------------------------------------------------------ */
+#include <sys/resource.h>   /* getrusage, for cmd_bench's peak RSS */
+
+/* bench: time the encoders the way an application would call them, best of
+ * several runs each, with the matrix-product FLOPs of every run so that the
+ * GFLOP/s compare with the machine's peak. Also the start-up cost (clip_load
+ * to the first text embedding) and the peak resident memory, which counts
+ * the pages of the mmap'ed model file that were read. --json prints one
+ * object for scripts (test/bench.py). */
+static double bench_peak_rss_mb(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return -1.0;
+    return ru.ru_maxrss / 1024.0;   /* Linux reports kilobytes */
+}
+
+/* matrix-product FLOPs of one encoder layer stack over n tokens (causal: a triangle of scores) */
+static double bench_tower_flops(const clip_tower_config *t, int n, int causal)
+{
+    double d = t->hidden, f = t->intermediate, pairs = causal ? n * (n + 1) / 2.0 : (double)n * n;
+    return t->layers * (2.0 * n * (4 * d * d + 2 * d * f) + 4.0 * pairs * d);
+}
+
+/* clip bench MxKxN ...: clip_linear without bias on random data, the shapes
+ * given as positional arguments; best of rounds over all shapes */
+static int bench_gemm(const options *o)
+{
+    int ns = o->n_pos, (*shape)[3] = xmalloc((size_t)ns * sizeof *shape);
+    double *best = xmalloc((size_t)ns * sizeof *best), start;
+    for (int s = 0; s < ns; s++) {
+        char tail;
+        if (sscanf(o->pos[s], "%dx%dx%d%c", &shape[s][0], &shape[s][1], &shape[s][2], &tail) != 3 ||
+            shape[s][0] < 1 || shape[s][1] < 1 || shape[s][2] < 1 || shape[s][0] > 65536 || shape[s][1] > 65536 || shape[s][2] > 65536)
+            usage_error("a matrix-product shape is MxKxN (each 1 to 65536), not '%s'", o->pos[s]);
+        best[s] = 1e30;
+    }
+    start = now();
+    for (int round = 0; round < 1000; round++) {
+        for (int s = 0; s < ns; s++) {
+            int m = shape[s][0], k = shape[s][1], n = shape[s][2];
+            size_t na = (size_t)m * k, nb = (size_t)n * k, nc = (size_t)m * n;
+            float *a = xmalloc(na * sizeof(float)), *b = xmalloc(nb * sizeof(float)), *c = xmalloc(nc * sizeof(float));
+            uint32_t seed = 7;
+            for (size_t i = 0; i < na; i++) { seed = seed * 1664525u + 1013904223u; a[i] = (float)(seed >> 8) / 16777216.0f - 0.5f; }
+            for (size_t i = 0; i < nb; i++) { seed = seed * 1664525u + 1013904223u; b[i] = (float)(seed >> 8) / 16777216.0f * 0.1f - 0.05f; }
+            clip_linear(c, a, b, NULL, m, k, n);   /* warm up */
+            for (int rep = 0; rep < 3; rep++) {
+                double t = now();
+                clip_linear(c, a, b, NULL, m, k, n);
+                t = now() - t;
+                if (t < best[s]) best[s] = t;
+            }
+            free(a); free(b); free(c);
+        }
+        if (round >= 2 && now() - start > 4.0) break;
+    }
+    if (o->json) printf("{\"threads\": %d, \"gemm\": [", o->threads);
+    else printf("  %-16s %9s %9s\n", "M x K x N", "ms", "GFLOP/s");
+    for (int s = 0; s < ns; s++) {
+        double flops = 2.0 * shape[s][0] * shape[s][1] * shape[s][2];
+        if (o->json) printf("%s{\"m\": %d, \"k\": %d, \"n\": %d, \"ms\": %.4f}", s ? ", " : "", shape[s][0], shape[s][1], shape[s][2], best[s] * 1e3);
+        else printf("  %-16s %9.3f %9.1f\n", o->pos[s], best[s] * 1e3, flops / best[s] / 1e9);
+    }
+    if (o->json) printf("]}\n");
+    free(shape); free(best);
+    return 0;
+}
+
 static int cmd_bench(const options *o)
 {
-    clip_model *m = load_model(o);
-    const clip_config *c = clip_get_config(m);
-    int S = c->image_size, D = c->projection_dim;
-    size_t npx = (size_t)3 * S * S;
-    float *px = xmalloc(npx * sizeof(float)), *f = xmalloc(D * sizeof(float));
-    int32_t ids[77];
     char err[CLIP_ERR_SIZE];
+    static const char *prompts[10] = {"a photo of a cat", "a photo of a dog", "a photo of an airplane",
+        "a photo of an automobile", "a photo of a bird", "a photo of a deer", "a photo of a frog",
+        "a photo of a horse", "a photo of a ship", "a photo of a truck"};
+    enum { BATCH = 16 };
+    clip_model *m;
+    double t0 = now(), load_ms, first_ms, rss_load, rss_one = 0.0;
+    if (o->n_pos) return bench_gemm(o);
+    if (!o->model) usage_error("no model given: use -m MODEL (a file made by convert.py)");
+    if (clip_load(&m, o->model, err)) die(1, "%s", err);
+    load_ms = (now() - t0) * 1e3;
+
+    const clip_config *c = clip_get_config(m);
+    int S = c->image_size, D = c->projection_dim, ctx = c->max_positions < 77 ? c->max_positions : 77;
+    int g = S / c->patch, np_ = 1 + g * g;
+    size_t npx = (size_t)3 * S * S;
+    float *px = xmalloc(npx * BATCH * sizeof(float)), *f = xmalloc((size_t)BATCH * D * sizeof(float));
+    int32_t ids[10][77];
+    int lens[10];
     uint32_t seed = 1;
-    for (size_t i = 0; i < npx; i++) { seed = seed * 1664525u + 1013904223u; px[i] = (float)(seed >> 8) / 16777216.0f * 4.0f - 2.0f; }
-    for (int i = 0; i < 77; i++) ids[i] = 320 + i;
-    ids[0] = 49406;
-    struct { const char *name; int text_len; } runs[3] = {{"image", 0}, {"text, 7 tokens", 7}, {"text, 77 tokens", 77}};
-    printf("%s: %s\n", o->model, c->name);
-    for (int r = 0; r < 3; r++) {
-        int reps = 0, n = runs[r].text_len;
-        double t0, best = 1e30;
-        if (n > c->max_positions) continue;
-        if (n) ids[n - 1] = 49407 < c->vocab_size ? 49407 : c->vocab_size - 1;
-        for (int i = 0; i < n; i++) if (ids[i] >= c->vocab_size) ids[i] = i;
-        t0 = now();
-        while (reps < 3 || (now() - t0 < 2.0 && reps < 50)) {
+
+    /* the ten prompts through the tokenizer; made-up ids of the same lengths if it fails */
+    for (int t = 0; t < 10; t++) {
+        lens[t] = clip_tokenize(clip_get_tokenizer(m), prompts[t], strlen(prompts[t]), ids[t], 77, 0, err);
+        if (lens[t] < 2 || lens[t] > ctx) {
+            lens[t] = (int)strlen(prompts[t]) / 4 + 2 < ctx ? (int)strlen(prompts[t]) / 4 + 2 : ctx;
+            for (int i = 0; i < lens[t]; i++) ids[t][i] = (320 + 37 * t + 11 * i) % c->vocab_size;
+            ids[t][lens[t] - 1] = c->vocab_size - 1;
+        }
+    }
+    if (clip_encode_text(m, ids[0], lens[0], f, NULL, NULL, err)) die(1, "%s", err);
+    first_ms = (now() - t0) * 1e3;
+    rss_load = bench_peak_rss_mb();
+
+    for (size_t i = 0; i < npx * BATCH; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        px[i] = (float)(seed >> 8) / 16777216.0f * 4.0f - 2.0f;
+    }
+
+    double img_flops = 2.0 * g * g * 3.0 * c->patch * c->patch * c->vision.hidden
+                     + bench_tower_flops(&c->vision, np_, 0) + 2.0 * c->vision.hidden * D;
+    struct { const char *name; int kind, n; double flops, items, best; int reps; } runs[] = {
+        {"image", 0, 1, img_flops, 1, 0, 0},
+        {"image, batch of 16", 0, BATCH, img_flops * BATCH, BATCH, 0, 0},
+        {"text, 7 tokens", 1, 7, 0, 1, 0, 0},
+        {"text, 77 tokens", 1, 77, 0, 1, 0, 0},
+        {"10 texts (prompts)", 2, 10, 0, 10, 0, 0},
+    };
+    int nruns = (int)(sizeof runs / sizeof runs[0]);
+    int32_t long_ids[77];
+    for (int i = 0; i < 77; i++) long_ids[i] = (320 + 7 * i) % c->vocab_size;
+    for (int r = 0; r < nruns; r++) {
+        int n = runs[r].n;
+        if (runs[r].kind == 1) {
+            n = n < ctx ? n : ctx;
+            runs[r].n = n;
+            runs[r].flops = bench_tower_flops(&c->text, n, 1) + 2.0 * c->text.hidden * D;
+        } else if (runs[r].kind == 2) {
+            for (int t = 0; t < 10; t++) runs[r].flops += bench_tower_flops(&c->text, lens[t], 1) + 2.0 * c->text.hidden * D;
+        }
+    }
+
+    /* rounds over all runs, so that a burst of load elsewhere spoils one round, not one run */
+    double start = now();
+    for (int round = 0; round < 50; round++) {
+        for (int r = 0; r < nruns; r++) {
             double t = now();
-            int rc = n ? clip_encode_text(m, ids, n, f, NULL, NULL, err) : clip_encode_image(m, px, f, NULL, NULL, err);
+            int rc = 0;
+            if (runs[r].kind == 0) rc = clip_encode_images(m, px, runs[r].n, f, NULL, NULL, err);
+            else if (runs[r].kind == 1) {
+                long_ids[runs[r].n - 1] = c->vocab_size - 1;
+                rc = clip_encode_text(m, long_ids, runs[r].n, f, NULL, NULL, err);
+                long_ids[runs[r].n - 1] = (320 + 7 * (runs[r].n - 1)) % c->vocab_size;
+            } else {
+                for (int i = 0; i < 10 && !rc; i++) rc = clip_encode_text(m, ids[i], lens[i], f, NULL, NULL, err);
+            }
             if (rc) die(1, "%s", err);
             t = now() - t;
-            if (t < best) best = t;
-            reps++;
+            if (!runs[r].reps || t < runs[r].best) runs[r].best = t;
+            runs[r].reps++;
+            if (r == 0 && round == 0) rss_one = bench_peak_rss_mb();
         }
-        printf("  %-18s %8.2f ms  (best of %d)\n", runs[r].name, best * 1e3, reps);
+        if (round >= 2 && now() - start > 8.0) break;
+    }
+
+    double file_mb = clip_file_size(m) / 1048576.0, rss_all = bench_peak_rss_mb();
+    if (o->json) {
+        printf("{\"model\": \"%s\", \"threads\": %d, \"file_mb\": %.1f, \"load_ms\": %.2f, \"first_text_ms\": %.2f, "
+               "\"rss_load_mb\": %.1f, \"rss_one_image_mb\": %.1f, \"rss_peak_mb\": %.1f, \"lens\": [",
+               c->name, o->threads, file_mb, load_ms, first_ms, rss_load, rss_one, rss_all);
+        for (int t = 0; t < 10; t++) printf("%s%d", t ? ", " : "", lens[t]);
+        printf("], \"runs\": [");
+        for (int r = 0; r < nruns; r++)
+            printf("%s{\"name\": \"%s\", \"ms\": %.3f, \"items\": %g, \"gflop\": %.4f, \"reps\": %d}", r ? ", " : "",
+                   runs[r].name, runs[r].best * 1e3, runs[r].items, runs[r].flops / 1e9, runs[r].reps);
+        printf("]}\n");
+    } else {
+        printf("%s: %s (%.1f MB)%s\n", o->model, c->name, file_mb, o->threads ? "" : ", all cores");
+        if (o->threads) printf("threads: %d\n", o->threads);
+        printf("  %-20s %9s %10s %9s   best of\n", "", "ms", "per second", "GFLOP/s");
+        for (int r = 0; r < nruns; r++)
+            printf("  %-20s %9.2f %10.1f %9.1f   %d\n", runs[r].name, runs[r].best * 1e3,
+                   runs[r].items / runs[r].best, runs[r].flops / runs[r].best / 1e9, runs[r].reps);
+        printf("  load (clip_load)       %7.2f ms\n", load_ms);
+        printf("  load to first text     %7.2f ms\n", first_ms);
+        printf("  peak RSS               %7.1f MB after the first text, %.1f MB after one image, %.1f MB in all\n",
+               rss_load, rss_one, rss_all);
     }
     free(px); free(f);
     clip_free(m);

@@ -29,75 +29,246 @@ void clip_set_threads(int n)
 /* Matrix product C[m, n] = A[m, k] @ B[n, k]^T (+ bias[n])                  */
 /* ------------------------------------------------------------------------ */
 /* Both operands are k-contiguous, as torch.nn.Linear's input [m, in] and
- * weight [out, in] are. B is copied a panel of NR rows at a time into a
- * k-major block (packed[k][NR]), so that the micro-kernel can do rank-1
- * updates of an MR x NR tile of C held in registers: for every k, each of
- * the MR values of A is broadcast and multiplied with NR consecutive packed
- * values of B. Those inner loops have fixed trip counts and no dependence
- * between lanes, which is exactly what gcc and clang vectorize; the six rows
- * are written out as six accumulator arrays so that the compiler keeps them
- * in vector registers (MR is fixed at 6 by the code). The k loop runs in
- * blocks of KC so that a packed panel stays in L1/L2 cache. Threads split
- * the panels of B (the output columns). */
+ * weight [out, in] are. B (the weight) is the big operand, mmap'ed from the
+ * model file; A (the activations) is small. Two kernels, both shaped so that
+ * gcc and clang vectorize their inner loops over VL lanes and keep every
+ * accumulator in a register:
+ *
+ * - strips (m >= 16): A is copied once per call into k-major order, a strip
+ *   of w = 16, 32 or 48 rows at a time (pa[p][t] = A[i0 + t][p]). For a tile
+ *   of NB rows of B and one strip, each k step broadcasts NB values of B,
+ *   read in place from the weight, and multiplies them with the strip's row
+ *   of pa: NB x w accumulators, no copy of the weight at all. Each KC block
+ *   of k is summed on its own and then added up (shorter chains, less
+ *   rounding).
+ * - dots (m < 16, a short text): every output is a dot product of a row of
+ *   A with a row of B; a 4 x 4 tile keeps VL partial sums per output, split
+ *   by k modulo VL, and adds them pairwise at the end. Nothing is copied.
+ *
+ * Threads split the rows of B (the output columns); each weight is read once. */
 
-#define MR 6
-#define NR 32
-#define KC 256
+#define VL 16      /* lanes the kernels are shaped for: one AVX-512 register of floats */
+#define NB 6       /* rows of B per strip tile */
+#define SW 48      /* widest strip of A rows */
+#define KC 256     /* k steps summed on their own */
 
-/* C tile [mr, nr] (+)= A rows a[0..MR) [kc] x packed [kc][NR] (+ bias) */
-static void gemm_tile(float *C, int ldc, const float *const a[MR], const float *packed, int kc,
-                      int mr, int nr, int accumulate, const float *bias)
+/* pa[p][t] = A[i0 + t][p] for p in [p0, p1), t < w; zero for rows past `rows` */
+static void gemm_pack_strip(float *pa, const float *A, int lda, int i0, int rows, int w, int p0, int p1)
 {
-    float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0}, c4[NR] = {0}, c5[NR] = {0};
-    float *acc[MR] = {c0, c1, c2, c3, c4, c5};
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-    for (int p = 0; p < kc; p++) {
-        const float *b = packed + (size_t)p * NR;
-        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
-        for (int j = 0; j < NR; j++) {
-            c0[j] += x0 * b[j]; c1[j] += x1 * b[j]; c2[j] += x2 * b[j];
-            c3[j] += x3 * b[j]; c4[j] += x4 * b[j]; c5[j] += x5 * b[j];
-        }
-    }
-    for (int i = 0; i < mr; i++) {
-        float *c = C + (size_t)i * ldc;
-        for (int j = 0; j < nr; j++) {
-            float v = acc[i][j];
-            if (accumulate) v += c[j];
-            if (bias) v += bias[j];
-            c[j] = v;
-        }
-    }
-}
-
-/* packed[p][j] = B[j0 + j][k0 + p], zero beyond the last row */
-static void gemm_pack(float *packed, const float *B, int ldb, int j0, int nr, int k0, int kc)
-{
-    for (int j = 0; j < NR; j++) {
-        if (j < nr) {
-            const float *row = B + (size_t)(j0 + j) * ldb + k0;
-            for (int p = 0; p < kc; p++) packed[(size_t)p * NR + j] = row[p];
+    for (int t = 0; t < w; t++) {
+        if (t < rows) {
+            const float *a = A + (size_t)(i0 + t) * lda;
+            for (int p = p0; p < p1; p++) pa[(size_t)p * w + t] = a[p];
         } else {
-            for (int p = 0; p < kc; p++) packed[(size_t)p * NR + j] = 0.0f;
+            for (int p = p0; p < p1; p++) pa[(size_t)p * w + t] = 0.0f;
         }
     }
 }
 
-/* One panel of NR output columns, all m rows: C[:, j0..j0+nr). Each k block
- * is summed on its own and then added to C: shorter chains, less rounding. */
-static void gemm_panel(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                       const float *bias, int m, int j0, int nr, int k, float *packed)
+/* tile[r][t] = sum over p < k of b[r][p] * pa[p][t], for r < NB, t < w (w <= SW) */
+static void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB], int k, int w)
 {
+    const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5];
+    for (int j = 0; j < NB * w; j++) tile[j] = 0.0f;
     for (int k0 = 0; k0 < k; k0 += KC) {
-        int kc = k - k0 < KC ? k - k0 : KC;
-        gemm_pack(packed, B, ldb, j0, nr, k0, kc);
-        for (int i0 = 0; i0 < m; i0 += MR) {
-            int mr = m - i0 < MR ? m - i0 : MR;
-            const float *a[MR];
-            /* rows past the end repeat the last row; their results are dropped */
-            for (int i = 0; i < MR; i++) a[i] = A + (size_t)(i0 + (i < mr ? i : mr - 1)) * lda + k0;
-            gemm_tile(C + (size_t)i0 * ldc + j0, ldc, a, packed, kc, mr, nr, k0 > 0,
-                      k0 + kc >= k && bias ? bias + j0 : NULL);
+        int k1 = k - k0 < KC ? k : k0 + KC;
+        float c0[SW], c1[SW], c2[SW], c3[SW], c4[SW], c5[SW];
+        for (int t = 0; t < w; t++) c0[t] = c1[t] = c2[t] = c3[t] = c4[t] = c5[t] = 0.0f;
+        for (int p = k0; p < k1; p++) {
+            const float *x = pa + (size_t)p * w;
+            float y0 = b0[p], y1 = b1[p], y2 = b2[p], y3 = b3[p], y4 = b4[p], y5 = b5[p];
+            for (int t = 0; t < w; t++) {
+                c0[t] += y0 * x[t]; c1[t] += y1 * x[t]; c2[t] += y2 * x[t];
+                c3[t] += y3 * x[t]; c4[t] += y4 * x[t]; c5[t] += y5 * x[t];
+            }
+        }
+        for (int t = 0; t < w; t++) {
+            tile[t] += c0[t]; tile[w + t] += c1[t]; tile[2 * w + t] += c2[t];
+            tile[3 * w + t] += c3[t]; tile[4 * w + t] += c4[t]; tile[5 * w + t] += c5[t];
+        }
+    }
+}
+
+/* C[i0 + t][j0 + r] = tile[r][t] (+ bias[j0 + r]) for t < rows, r < nb */
+static void gemm_store_tile(float *C, int ldc, const float *tile, int w, int i0, int rows, int j0, int nb, const float *bias)
+{
+    for (int t = 0; t < rows; t++) {
+        float *c = C + (size_t)(i0 + t) * ldc + j0;
+        for (int r = 0; r < nb; r++) c[r] = tile[r * w + t] + (bias ? bias[j0 + r] : 0.0f);
+    }
+}
+
+/* v[0] + ... + v[VL-1], adding halves (v is overwritten) */
+static float sum_lanes(float *v)
+{
+    for (int l = 0; l < VL / 2; l++) v[l] += v[l + VL / 2];
+    for (int l = 0; l < VL / 4; l++) v[l] += v[l + VL / 4];
+    for (int l = 0; l < VL / 8; l++) v[l] += v[l + VL / 8];
+    return v[0] + v[1];
+}
+
+/* a . b over len floats: VL interleaved partial sums, added pairwise */
+static float dot_lanes(const float *a, const float *b, int len)
+{
+    float s[VL] = {0}, tail = 0.0f;
+    int t, lv = len - len % VL;
+    for (t = 0; t < lv; t += VL)
+        for (int l = 0; l < VL; l++) s[l] += a[t + l] * b[t + l];
+    for (; t < len; t++) tail += a[t] * b[t];
+    return sum_lanes(s) + tail;
+}
+
+/* out[i][r] = a[i] . b[r] for i < 2, r < NB: the rows the strips leave over,
+ * against one tile of B (twelve independent sums, VL lanes each) */
+static void gemm_dot_2xnb(float out[2 * NB], const float *a0, const float *a1, const float *const b[NB], int k)
+{
+    const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5];
+    float s00[VL] = {0}, s01[VL] = {0}, s02[VL] = {0}, s03[VL] = {0}, s04[VL] = {0}, s05[VL] = {0};
+    float s10[VL] = {0}, s11[VL] = {0}, s12[VL] = {0}, s13[VL] = {0}, s14[VL] = {0}, s15[VL] = {0};
+    float *s[2 * NB] = {s00, s01, s02, s03, s04, s05, s10, s11, s12, s13, s14, s15};
+    int kv = k - k % VL;
+    for (int p = 0; p < kv; p += VL) {
+        const float *x0 = a0 + p, *x1 = a1 + p;
+        const float *y0 = b0 + p, *y1 = b1 + p, *y2 = b2 + p, *y3 = b3 + p, *y4 = b4 + p, *y5 = b5 + p;
+        for (int l = 0; l < VL; l++) {
+            s00[l] += x0[l] * y0[l]; s01[l] += x0[l] * y1[l]; s02[l] += x0[l] * y2[l];
+            s03[l] += x0[l] * y3[l]; s04[l] += x0[l] * y4[l]; s05[l] += x0[l] * y5[l];
+            s10[l] += x1[l] * y0[l]; s11[l] += x1[l] * y1[l]; s12[l] += x1[l] * y2[l];
+            s13[l] += x1[l] * y3[l]; s14[l] += x1[l] * y4[l]; s15[l] += x1[l] * y5[l];
+        }
+    }
+    for (int i = 0; i < 2 * NB; i++) {
+        const float *a = i < NB ? a0 : a1, *y = b[i % NB];
+        float t = 0.0f;
+        for (int p = kv; p < k; p++) t += a[p] * y[p];
+        out[i] = sum_lanes(s[i]) + t;
+    }
+}
+
+/* The strips: A's rows (all but up to 4 of them, see below) padded to a
+ * multiple of VL, cut into strips of 48 lanes and, where that leaves 16 or
+ * 32 over, one or two of 32 (a 16-lane strip has too few accumulators to
+ * hide the latency of the multiply-adds). Strip s holds rows [i0, i0 + rows)
+ * in w lanes, zero padded. When m is up to 4 rows past a multiple of VL,
+ * those rows are left to plain dot products instead (50 rows = 48 + 2). */
+typedef struct { int m, extra, strips, s48; } strip_layout;
+
+static strip_layout strip_plan(int m)
+{
+    strip_layout L;
+    int lanes;
+    L.extra = m > VL && m % VL <= 4 ? m % VL : 0;
+    L.m = m - L.extra;
+    lanes = (L.m + VL - 1) / VL * VL;
+    if (lanes <= 48) { L.s48 = lanes == 48; L.strips = 1; }
+    else if (lanes % 48 == 0) { L.s48 = lanes / 48; L.strips = L.s48; }
+    else if (lanes % 48 == 32) { L.s48 = lanes / 48; L.strips = L.s48 + 1; }
+    else { L.s48 = lanes / 48 - 1; L.strips = L.s48 + 2; }
+    return L;
+}
+
+static void strip_of(const strip_layout *L, int s, int *i0, int *rows, int *w)
+{
+    *i0 = s < L->s48 ? s * 48 : L->s48 * 48 + (s - L->s48) * 32;
+    *w = s < L->s48 ? 48 : L->m - *i0 <= 16 ? 16 : 32;
+    *rows = L->m - *i0 < *w ? L->m - *i0 : *w;
+}
+
+static void gemm_strips(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
+                        const float *bias, int m, int n, int k, float *pa)
+{
+    strip_layout L = strip_plan(m);
+    int kpieces = (k + 63) / 64, blocks = (n + NB - 1) / NB;
+    /* Jobs go chunk by chunk of B (about 128 KB, cached while every strip passes over it) */
+    int per_chunk = (int)(128 * 1024 / ((size_t)NB * k * sizeof(float))), chunks;
+    per_chunk = per_chunk < 1 ? 1 : per_chunk > blocks ? blocks : per_chunk;
+    chunks = (blocks + per_chunk - 1) / per_chunk;
+#ifdef _OPENMP
+#pragma omp parallel if ((double)m * n * k > 200000.0)
+#endif
+    {
+        float tile[NB * SW];
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int piece = 0; piece < L.strips * kpieces; piece++) {
+            int p0 = piece % kpieces * 64, p1 = p0 + 64 < k ? p0 + 64 : k, i0, rows, w;
+            strip_of(&L, piece / kpieces, &i0, &rows, &w);
+            gemm_pack_strip(pa + (size_t)i0 * k, A, lda, i0, rows, w, p0, p1);
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 4)
+#endif
+        for (int job = 0; job < chunks * L.strips * per_chunk; job++) {
+            int jb = job / (L.strips * per_chunk) * per_chunk + job % per_chunk, s = job / per_chunk % L.strips;
+            int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB, i0, rows, w;
+            const float *b[NB], *p;
+            if (jb >= blocks) continue;
+            strip_of(&L, s, &i0, &rows, &w);
+            p = pa + (size_t)i0 * k;
+            /* rows of B past the end repeat the last one; their results are dropped */
+            for (int r = 0; r < NB; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
+            /* one copy of the kernel per width, every loop bound a constant */
+            if (w == 48) gemm_strip_tile(tile, p, b, k, 48);
+            else if (w == 32) gemm_strip_tile(tile, p, b, k, 32);
+            else gemm_strip_tile(tile, p, b, k, 16);
+            gemm_store_tile(C, ldc, tile, w, i0, rows, j0, nb, bias);
+            for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
+                float out[2 * NB];
+                const float *a0 = A + (size_t)i * lda, *a1 = i + 1 < m ? a0 + lda : a0;
+                gemm_dot_2xnb(out, a0, a1, b, k);
+                for (int t = 0; t < 2 && i + t < m; t++)
+                    for (int r = 0; r < nb; r++) C[(size_t)(i + t) * ldc + j0 + r] = out[t * NB + r] + (bias ? bias[j0 + r] : 0.0f);
+            }
+        }
+    }
+}
+
+/* out[i][r] = a[i] . b[r] for i, r < 4: sixteen dot products of length k */
+static void gemm_dot_tile(float out[16], const float *const a[4], const float *const b[4], int k)
+{
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3];
+    float s00[VL] = {0}, s01[VL] = {0}, s02[VL] = {0}, s03[VL] = {0}, s10[VL] = {0}, s11[VL] = {0}, s12[VL] = {0}, s13[VL] = {0};
+    float s20[VL] = {0}, s21[VL] = {0}, s22[VL] = {0}, s23[VL] = {0}, s30[VL] = {0}, s31[VL] = {0}, s32[VL] = {0}, s33[VL] = {0};
+    float *s[16] = {s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33};
+    int kv = k - k % VL;
+    for (int p = 0; p < kv; p += VL) {
+        const float *x0 = a0 + p, *x1 = a1 + p, *x2 = a2 + p, *x3 = a3 + p;
+        const float *y0 = b0 + p, *y1 = b1 + p, *y2 = b2 + p, *y3 = b3 + p;
+        for (int l = 0; l < VL; l++) {
+            s00[l] += x0[l] * y0[l]; s01[l] += x0[l] * y1[l]; s02[l] += x0[l] * y2[l]; s03[l] += x0[l] * y3[l];
+            s10[l] += x1[l] * y0[l]; s11[l] += x1[l] * y1[l]; s12[l] += x1[l] * y2[l]; s13[l] += x1[l] * y3[l];
+            s20[l] += x2[l] * y0[l]; s21[l] += x2[l] * y1[l]; s22[l] += x2[l] * y2[l]; s23[l] += x2[l] * y3[l];
+            s30[l] += x3[l] * y0[l]; s31[l] += x3[l] * y1[l]; s32[l] += x3[l] * y2[l]; s33[l] += x3[l] * y3[l];
+        }
+    }
+    for (int i = 0; i < 16; i++) {
+        float t = 0.0f;
+        for (int p = kv; p < k; p++) t += a[i / 4][p] * b[i % 4][p];
+        out[i] = sum_lanes(s[i]) + t;
+    }
+}
+
+static void gemm_dots(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
+                      const float *bias, int m, int n, int k)
+{
+    int blocks = (n + 3) / 4;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if ((double)m * n * k > 200000.0)
+#endif
+    for (int jb = 0; jb < blocks; jb++) {
+        int j0 = jb * 4, nb = n - j0 < 4 ? n - j0 : 4;
+        const float *b[4];
+        float out[16];
+        for (int r = 0; r < 4; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
+        for (int i0 = 0; i0 < m; i0 += 4) {
+            int mr = m - i0 < 4 ? m - i0 : 4;
+            const float *a[4];
+            for (int i = 0; i < 4; i++) a[i] = A + (size_t)(i0 + (i < mr ? i : mr - 1)) * lda;
+            gemm_dot_tile(out, a, b, k);
+            for (int i = 0; i < mr; i++)
+                for (int r = 0; r < nb; r++)
+                    C[(size_t)(i0 + i) * ldc + j0 + r] = out[i * 4 + r] + (bias ? bias[j0 + r] : 0.0f);
         }
     }
 }
@@ -105,21 +276,19 @@ static void gemm_panel(float *C, int ldc, const float *A, int lda, const float *
 static void gemm_nt(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
                     const float *bias, int m, int n, int k)
 {
-    int panels = (n + NR - 1) / NR;
+    float *pa = NULL;
     if (m <= 0 || n <= 0) return;
-#ifdef _OPENMP
-#pragma omp parallel if ((double)m * n * k > 200000.0)
-#endif
-    {
-        float packed[KC * NR];
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int p = 0; p < panels; p++) {
-            int j0 = p * NR, nr = n - j0 < NR ? n - j0 : NR;
-            gemm_panel(C, ldc, A, lda, B, ldb, bias, m, j0, nr, k, packed);
-        }
+    if (k <= 0) {   /* empty sums */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
+        return;
     }
+    /* the strips need room for m rows of k, padded to a multiple of VL; without it, dots */
+    if (m >= 16 && (size_t)k <= ((size_t)-1) / sizeof(float) / ((size_t)m + VL))
+        pa = malloc((size_t)((m + VL - 1) / VL) * VL * k * sizeof(float));
+    if (pa) gemm_strips(C, ldc, A, lda, B, ldb, bias, m, n, k, pa);
+    else gemm_dots(C, ldc, A, lda, B, ldb, bias, m, n, k);
+    free(pa);
 }
 
 /* torch.nn.Linear: y[n, out] = x[n, in] @ w[out, in]^T + b[out] */
@@ -129,31 +298,99 @@ void clip_linear(float *y, const float *x, const float *w, const float *b, int n
 }
 
 /* ------------------------------------------------------------------------ */
+/* exp in double, shaped for vector units                                    */
+/* ------------------------------------------------------------------------ */
+/* libm's exp is a call per element; this one vectorizes. z = n ln2 + r with
+ * |r| <= ln2/2, e^r by its Taylor series to r^13 (relative error below
+ * 1e-16), 2^n built in the exponent bits from the integer that rounding
+ * left in the low bits of z / ln2 + 1.5 * 2^52. Callers keep |z| <= 708
+ * (NaN goes through as NaN, and no out-of-range conversion happens). */
+static double exp_vec(double z)
+{
+    double big = z * 1.4426950408889634074 + 0x1.8p52, n = big - 0x1.8p52;
+    double r = (z - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10, p, s;
+    uint64_t bits;
+    p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    memcpy(&bits, &big, sizeof bits);
+    bits = (bits - 0x4338000000000000u + 1023u) << 52;   /* (n + 1023) << 52 */
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+/* |x| limited to the float whose bits are `limit` (NaN kept when keep_nan):
+ * integer compares, so that compilers vectorize the loops around it */
+static float clamp_abs(float x, uint32_t limit, int keep_nan)
+{
+    uint32_t u, a;
+    memcpy(&u, &x, sizeof u);
+    a = u & 0x7fffffffu;
+    if (!(keep_nan && a > 0x7f800000u)) a = a < limit ? a : limit;
+    u = (u & 0x80000000u) | a;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+#define F32_400 0x43c80000u   /* 400.0f */
+#define F32_700 0x442f0000u   /* 700.0f */
+
+/* ------------------------------------------------------------------------ */
 /* torch.nn.LayerNorm(d, eps): (x - mean) / sqrt(var + eps) * gamma + beta   */
 /* ------------------------------------------------------------------------ */
+/* The sums run in double over 8 interleaved lanes (vectorized), added
+ * pairwise at the end. Rows are independent and split between threads. */
+static double sum_lanes8(double s[8])
+{
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
 void clip_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps)
 {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 8) if ((double)n * d >= 65536.0)
+#endif
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *yi = y + (size_t)i * d;
-        double mean = 0.0, var = 0.0;
-        for (int j = 0; j < d; j++) mean += xi[j];
-        mean /= d;
-        for (int j = 0; j < d; j++) var += (xi[j] - mean) * (xi[j] - mean);
-        var /= d;
-        double inv = 1.0 / sqrt(var + (double)eps);
-        for (int j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * inv) * gamma[j] + beta[j];
+        double s[8] = {0}, mean, var, inv;
+        int j, dv = d - d % 8;
+        for (j = 0; j < dv; j += 8)
+            for (int l = 0; l < 8; l++) s[l] += xi[j + l];
+        for (; j < d; j++) s[0] += xi[j];
+        mean = sum_lanes8(s) / d;
+        for (int l = 0; l < 8; l++) s[l] = 0.0;
+        for (j = 0; j < dv; j += 8)
+            for (int l = 0; l < 8; l++) s[l] += (xi[j + l] - mean) * (xi[j + l] - mean);
+        for (; j < d; j++) s[0] += (xi[j] - mean) * (xi[j] - mean);
+        var = sum_lanes8(s) / d;
+        inv = 1.0 / sqrt(var + (double)eps);
+        for (j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * inv) * gamma[j] + beta[j];
     }
 }
 
-/* softmax over the last dimension of x[n, d], in place */
+/* softmax over the last dimension of x[n, d], in place; the sum in double */
 void clip_softmax(float *x, int n, int d)
 {
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * d, max = xi[0];
         double sum = 0.0;
         for (int j = 1; j < d; j++) if (xi[j] > max) max = xi[j];
-        for (int j = 0; j < d; j++) { xi[j] = expf(xi[j] - max); sum += xi[j]; }
+        for (int j = 0; j < d; j++) {
+            xi[j] = (float)exp_vec(clamp_abs(xi[j] - max, F32_700, 1));
+            sum += xi[j];
+        }
         for (int j = 0; j < d; j++) xi[j] = (float)(xi[j] / sum);
     }
 }
@@ -163,41 +400,144 @@ void clip_softmax(float *x, int n, int d)
 /* ------------------------------------------------------------------------ */
 /* q, k, v, out: [n, heads * head_dim], head h in columns [h*hd, (h+1)*hd).
  * q must already carry the 1/sqrt(head_dim) scale. For each head:
- * S = q_h k_h^T [n, n] (upper triangle masked when causal), P = softmax(S),
- * out_h = P v_h. scratch holds n * n floats. */
-void clip_attention(float *out, const float *q, const float *k, const float *v,
-                    int n, int heads, int head_dim, int causal, float *scratch)
+ * S = q_h k_h^T [n, n] (the matrix product above), each row softmaxed over
+ * the keys it sees (j <= i when causal, else all; the others weigh 0), then
+ * out_h = P v_h, four rows at a time so that each row of v is read once per
+ * four. Heads are split between threads, each with its own S. When S cannot
+ * be allocated, one thread does row by row with scratch (n floats). */
+
+#define HD 64   /* the head width of every CLIP model: P v_h keeps its sums in registers */
+
+/* o_r = sum over j < len of p_r[j] * v_j, for the four rows r (HD wide) */
+static void attention_pv4(float *const o[4], const float *const p[4], const float *v, int ld, int len)
 {
-    int d = heads * head_dim;
-    for (int h = 0; h < heads; h++) {
-        float *S = scratch;
-        gemm_nt(S, n, q + h * head_dim, d, k + h * head_dim, d, NULL, n, n, head_dim);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= 64)
-#endif
-        for (int i = 0; i < n; i++) {
-            int len = causal ? i + 1 : n;
-            float *p = S + (size_t)i * n, *o = out + (size_t)i * d + h * head_dim;
-            clip_softmax(p, 1, len);
-            for (int t = 0; t < head_dim; t++) o[t] = 0.0f;
-            for (int j = 0; j < len; j++) {
-                const float *vj = v + (size_t)j * d + h * head_dim;
-                float pj = p[j];
-                for (int t = 0; t < head_dim; t++) o[t] += pj * vj[t];
+    float o0[HD] = {0}, o1[HD] = {0}, o2[HD] = {0}, o3[HD] = {0};
+    const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3];
+    for (int j = 0; j < len; j++) {
+        const float *vj = v + (size_t)j * ld;
+        float w0 = p0[j], w1 = p1[j], w2 = p2[j], w3 = p3[j];
+        for (int t = 0; t < HD; t++) {
+            o0[t] += w0 * vj[t]; o1[t] += w1 * vj[t]; o2[t] += w2 * vj[t]; o3[t] += w3 * vj[t];
+        }
+    }
+    memcpy(o[0], o0, sizeof o0); memcpy(o[1], o1, sizeof o1);
+    memcpy(o[2], o2, sizeof o2); memcpy(o[3], o3, sizeof o3);
+}
+
+/* one head; q, k, v, out point at its first column, rows d apart; S holds n * n floats */
+static void attention_head(float *out, const float *q, const float *k, const float *v,
+                           int n, int d, int hd, int causal, float *S)
+{
+    gemm_nt(S, n, q, d, k, d, NULL, n, n, hd);
+    for (int i = 0; i < n; i++) {
+        float *p = S + (size_t)i * n;
+        int len = causal ? i + 1 : n;
+        clip_softmax(p, 1, len);
+        for (int j = len; j < n; j++) p[j] = 0.0f;
+    }
+    for (int i0 = 0; i0 < n; i0 += 4) {
+        int len = causal ? (i0 + 4 < n ? i0 + 4 : n) : n;
+        if (hd == HD) {
+            float spare[HD], *o[4];
+            const float *p[4];
+            for (int r = 0; r < 4; r++) {   /* rows past the end: results dropped */
+                int i = i0 + r < n ? i0 + r : i0;
+                p[r] = S + (size_t)i * n;
+                o[r] = i0 + r < n ? out + (size_t)i * d : spare;
+            }
+            attention_pv4(o, p, v, d, len);
+        } else {
+            for (int i = i0; i < i0 + 4 && i < n; i++) {
+                float *o = out + (size_t)i * d;
+                const float *p = S + (size_t)i * n;
+                for (int t = 0; t < hd; t++) o[t] = 0.0f;
+                for (int j = 0; j < len; j++)
+                    for (int t = 0; t < hd; t++) o[t] += p[j] * v[(size_t)j * d + t];
             }
         }
     }
 }
 
+/* the same for one query row, with its scores in p (n floats): the fallback */
+static void attention_row(float *o, const float *qi, const float *k, const float *v, int ld, int len, int hd, float *p)
+{
+    for (int j = 0; j < len; j++) p[j] = dot_lanes(qi, k + (size_t)j * ld, hd);
+    clip_softmax(p, 1, len);
+    for (int t = 0; t < hd; t++) o[t] = 0.0f;
+    for (int j = 0; j < len; j++) {
+        const float *vj = v + (size_t)j * ld;
+        float pj = p[j];
+        for (int t = 0; t < hd; t++) o[t] += pj * vj[t];
+    }
+}
+
+void clip_attention(float *out, const float *q, const float *k, const float *v,
+                    int n, int heads, int head_dim, int causal, float *scratch)
+{
+    int d = heads * head_dim, threads = 1;
+    size_t nn = (size_t)n * n;
+    float *S = NULL;
+    if (n <= 0 || heads <= 0) return;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    if ((double)nn * threads * sizeof(float) < (double)((size_t)-1 / 2))
+        S = malloc(nn * threads * sizeof(float));
+    if (!S) {
+        for (int r = 0; r < heads * n; r++) {
+            int h = r / n, i = r % n, off = h * head_dim;
+            attention_row(out + (size_t)i * d + off, q + (size_t)i * d + off, k + off, v + off, d,
+                          causal ? i + 1 : n, head_dim, scratch);
+        }
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (heads > 1 && (double)heads * nn * head_dim >= 100000.0)
+#endif
+    {
+        float *mine = S;
+#ifdef _OPENMP
+        mine += nn * omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int h = 0; h < heads; h++) {
+            int off = h * head_dim;
+            attention_head(out + off, q + off, k + off, v + off, n, d, head_dim, causal, mine);
+        }
+    }
+    free(S);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Activations (ACT2FN["quick_gelu"], ACT2FN["gelu"])                        */
 /* ------------------------------------------------------------------------ */
+/* Element-wise, in blocks split between threads. quick_gelu computes the
+ * sigmoid in double: x * (float)(1 / (1 + exp(-1.702 x))); beyond |x| = 400
+ * the float result no longer changes, so |x| is limited there for exp. */
+#define ACT_BLOCK 4096
+
 void clip_quick_gelu(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) x[i] = x[i] * (float)(1.0 / (1.0 + exp(-1.702 * x[i])));
+    size_t blocks = (n + ACT_BLOCK - 1) / ACT_BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 4) if (n >= 4 * ACT_BLOCK)
+#endif
+    for (size_t blk = 0; blk < blocks; blk++) {
+        size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
+        for (size_t i = blk * ACT_BLOCK; i < i1; i++)
+            x[i] = x[i] * (float)(1.0 / (1.0 + exp_vec(-1.702 * clamp_abs(x[i], F32_400, 0))));
+    }
 }
 
 void clip_gelu(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+    size_t blocks = (n + ACT_BLOCK - 1) / ACT_BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 4) if (n >= ACT_BLOCK)
+#endif
+    for (size_t blk = 0; blk < blocks; blk++) {
+        size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
+        for (size_t i = blk * ACT_BLOCK; i < i1; i++)
+            x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+    }
 }

@@ -153,6 +153,12 @@ def main():
         val[c] |= v
     for c in range(0xD800, 0xE000):
         assert val[c] == 0
+    # tokenizer.c skips lookups for code points below these
+    assert min(full_dec) >= 0xC0 and min(comp_second) >= 0x300 and min(ccc_old) >= 0x300
+    # tokenizer.c cuts long text before white space: it must never compose,
+    # reorder, or come out of a decomposition of something else
+    assert not (white & comp_second) and not (white & set(ccc_old))
+    assert all(c in white for c, d in full_dec.items() if set(d) & white)
 
     # Three lookups: code point block -> block of value indices -> value.
     values = sorted(set(val))

@@ -5,6 +5,7 @@
  *       (IN is a uint8 HxWx3 .npy or an image file)
  *   img_driver preprocess pil|torchvision IMAGE OUT.npy [SHORTEST CROP]
  *                                                          -> float32 [1, 3, CROP, CROP]
+ *   img_driver encode IMAGE OUT.png                        -> clip_png_encode of the decoded image
  *
  * Exit 0 on success; 1 with "img_driver: error: MESSAGE" on stderr on failure,
  * and then no output file is left behind.
@@ -262,10 +263,34 @@ static int cmd_preprocess(int argc, char **argv)
     return 0;
 }
 
+static int cmd_encode(int argc, char **argv)
+{
+    char err[CLIP_ERR_SIZE];
+    clip_image img = {0, 0, NULL};
+    uint8_t *png = NULL;
+    size_t size = 0;
+    FILE *f;
+    if (argc != 4) return fail("usage: img_driver encode IMAGE OUT.png");
+    if (clip_image_load(argv[2], &img, err)) return fail(err);
+    if (clip_png_encode(&img, &png, &size, err)) { clip_image_free(&img); return fail(err); }
+    clip_image_free(&img);
+    f = fopen(argv[3], "wb");
+    if (!f) { free(png); snprintf(err, sizeof err, "%s: cannot open for writing", argv[3]); return fail(err); }
+    if (fwrite(png, 1, size, f) != size || fclose(f) != 0) {
+        free(png);
+        remove(argv[3]);
+        snprintf(err, sizeof err, "%s: write failed", argv[3]);
+        return fail(err);
+    }
+    free(png);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "decode")) return cmd_decode(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "resize")) return cmd_resize(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "preprocess")) return cmd_preprocess(argc, argv);
-    return fail("usage: img_driver decode|resize|preprocess ...");
+    if (argc >= 2 && !strcmp(argv[1], "encode")) return cmd_encode(argc, argv);
+    return fail("usage: img_driver decode|resize|preprocess|encode ...");
 }

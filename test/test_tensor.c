@@ -146,6 +146,15 @@ int main(void)
     test_linear(50, 768, 3072, 1);
     test_linear(50, 3072, 768, 1);
     test_linear(77, 512, 512, 1);
+    /* every strip width (16..64 lanes), rows left to dot products, a partial last tile of B */
+    for (int m = 15; m <= 22; m++) test_linear(m, 33, 13, m & 1);
+    test_linear(49, 3072, 31, 0);
+    test_linear(50, 40, 7, 1);
+    test_linear(66, 17, 6, 1);
+    test_linear(68, 64, 5, 0);
+    test_linear(100, 300, 25, 1);
+    test_linear(130, 257, 12, 1);
+    test_linear(200, 1, 50, 1);
     test_layer_norm(1, 1);
     test_layer_norm(7, 513);
     test_layer_norm(50, 768);
@@ -155,6 +164,9 @@ int main(void)
     test_attention(7, 3, 17, 1);
     test_attention(50, 12, 64, 0);
     test_attention(77, 8, 64, 1);
+    test_attention(5, 2, 64, 1);     /* 64-wide heads with a partial block of four rows */
+    test_attention(13, 3, 64, 0);
+    test_attention(17, 2, 32, 1);
     test_activations();
     printf("tensor: %d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -1,0 +1,410 @@
+#!/usr/bin/python3
+"""test_images.py - golden and differential tests for the image code
+(image.c, image_jpeg.c, image_resize.c) through test/img_driver.
+
+    /usr/bin/python3 test/test_images.py [--corpus N] [--seed S] [--broken N] [--big]
+                                         [--skip-build] [--no-asan] [-v]
+
+Sections (each reports its own pass/fail counts):
+  golden decode      every golden image: sha256 of the RGB vs index.json (and
+                     the .rgb.npy), bad files refused with exit 1 and no output
+  golden resize      Pillow bicubic resize of each golden image vs resized_sha256
+  golden pil         `preprocess pil` vs NAME.pil.npy, exactly
+  golden hf5         `preprocess torchvision` vs NAME.hf5.npy, within 1e-6
+  encode             clip_png_encode output read back by Pillow and by the driver
+  broken (asan)      cut / bit-flipped / damaged files through an ASan+UBSan
+                     build: never a crash; PNG, BMP and PPM must also accept,
+                     refuse and decode exactly as Pillow does
+  differential       a seeded corpus (gen_png_corpus.py) decoded by Pillow and
+                     by the driver; Pillow's resize and a numpy model of the
+                     CLIP pipeline for `resize pil` and `preprocess pil`
+
+Goldens come from $CLIP_GOLDEN (default: <repo>/../shared/golden). Generated
+files go to test/out/. Pillow (Debian's 9.4 in /usr/bin/python3) is the oracle.
+The last line is `images: N passed, M failed`; the exit status is 1 when M > 0.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "out")
+sys.path.insert(0, HERE)
+import gen_png_corpus as gen  # noqa: E402
+
+CLIP_MAX_PIXELS = 8192 * 8192
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+SOURCES = ["test/img_driver.c", "image.c", "image_jpeg.c", "image_resize.c"]
+
+warnings.simplefilter("ignore")
+Image.MAX_IMAGE_PIXELS = None
+
+
+class Section:
+    def __init__(self, name):
+        self.name, self.passed, self.failed, self.notes, self.t0 = name, 0, 0, [], time.time()
+
+    def ok(self, cond, what):
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            if len(self.notes) < 12:
+                self.notes.append(what)
+            elif len(self.notes) == 12:
+                self.notes.append("... (more failures not shown)")
+        return cond
+
+    def report(self):
+        for n in self.notes:
+            print("    FAIL %s" % n)
+        print("section %-22s %4d passed, %4d failed  (%.1f s)" % (self.name + ":", self.passed, self.failed,
+                                                                 time.time() - self.t0))
+        sys.stdout.flush()
+
+
+def build(asan, target="native"):
+    """Compile the driver (again only when a source is newer than it) and
+    return the command that runs it. target: native, m32 (gcc -m32, run
+    through qemu-i386 when the kernel cannot) or wasm (emcc, run by node)."""
+    os.makedirs(OUT, exist_ok=True)
+    exe = os.path.join(OUT, "img_driver" + ("_asan" if asan else "") + ("" if target == "native" else "_" + target))
+    cc = os.environ.get("CC", "cc")
+    flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-I" + REPO]
+    if asan:
+        flags += ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined"]
+    else:
+        flags += ["-O2"]
+    if target == "m32":
+        flags += ["-m32"]
+    if target == "wasm":
+        cc, exe = "emcc", exe + ".js"
+        flags = [f for f in flags if f != "-O2"] + ["-O1", "-sNODERAWFS=1", "-sALLOW_MEMORY_GROWTH=1",
+                                                  "-sMAXIMUM_MEMORY=2GB", "-sENVIRONMENT=node"]
+    srcs = [os.path.join(REPO, s) for s in SOURCES] + [os.path.join(REPO, "clip.h")]
+    stamp = exe + ".cmd"
+    cmd = ["nice", cc] + flags + srcs[:-1] + ["-lm", "-o", exe]
+    fresh = (os.path.exists(exe) and os.path.exists(stamp) and open(stamp).read() == " ".join(cmd)
+             and all(os.path.getmtime(s) < os.path.getmtime(exe) for s in srcs))
+    if not fresh:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            print(r.stderr)
+            sys.exit("test_images: cannot build %s" % exe)
+        with open(stamp, "w") as f:
+            f.write(" ".join(cmd))
+    if target == "wasm":
+        return ["node", "--no-experimental-fetch", exe]
+    if target == "m32":
+        try:
+            subprocess.run([exe], capture_output=True)
+        except OSError:
+            return ["qemu-i386", exe]
+    return [exe]
+
+
+class Driver:
+    def __init__(self, cmd):
+        self.cmd = cmd
+        self.env = dict(os.environ, ASAN_OPTIONS="exitcode=86:detect_leaks=1:allocator_may_return_null=1",
+                        UBSAN_OPTIONS="halt_on_error=1:exitcode=87:print_stacktrace=1")
+
+    def run(self, args, out):
+        """Run the driver; returns (status, array or None, stderr). status is
+        'ok', 'refused' or 'crash: ...'."""
+        if os.path.exists(out):
+            os.remove(out)
+        try:
+            r = subprocess.run(self.cmd + args + [out], capture_output=True, text=True, timeout=300,
+                               env=self.env)
+        except subprocess.TimeoutExpired:
+            return "crash: timeout", None, ""
+        if r.returncode == 0:
+            if not os.path.exists(out):
+                return "crash: exit 0 without an output file", None, r.stderr
+            if out.endswith(".npy"):
+                return "ok", np.load(out), r.stderr
+            return "ok", None, r.stderr
+        if r.returncode == 1 and r.stderr.startswith("img_driver: error: ") and r.stderr.count("\n") == 1:
+            if os.path.exists(out):
+                return "crash: refused but wrote an output file", None, r.stderr
+            return "refused", None, r.stderr
+        return "crash: exit %d" % r.returncode, None, r.stderr[-2000:]
+
+
+def sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def pil_decode(path):
+    """Pillow's answer: (RGB array, None) or (None, reason). Images over
+    CLIP_MAX_PIXELS are refused by design."""
+    try:
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > CLIP_MAX_PIXELS:
+                return None, "over CLIP_MAX_PIXELS"
+            return np.asarray(im.convert("RGB")), None
+    except Exception as e:  # what Pillow raises is the reference's refusal
+        return None, "%s: %s" % (type(e).__name__, e)
+
+
+def clip_resize_size(w, h, shortest):
+    """transformers' get_resize_output_image_size for shortest_edge."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = shortest, int(shortest * long / short)
+    return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
+def ref_preprocess_pil(rgb, shortest=224, crop=224):
+    """SPEC 3, `pil`: Pillow bicubic shortest-edge resize, center crop,
+    x = float32(u8 * (1/255.0)) in double, then (x - mean) / std in float32."""
+    h, w = rgb.shape[:2]
+    nw, nh = clip_resize_size(w, h, shortest)
+    im = Image.fromarray(rgb, "RGB")
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=None)
+    a = np.asarray(im)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    a = a[top:top + crop, left:left + crop]
+    x = (a.astype(np.float64) * (1 / 255.0)).astype(np.float32)
+    x = (x - MEAN) / STD
+    return x.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+
+def golden_sections(drv, gdir, verbose):
+    idx = json.load(open(os.path.join(gdir, "images", "expected", "index.json")))
+    exp_dir = os.path.join(gdir, "images", "expected")
+    out = os.path.join(OUT, "golden.npy")
+    dec, res, pil, hf5 = Section("golden decode"), Section("golden resize"), Section("golden pil"), Section("golden hf5")
+    for name in sorted(idx):
+        e = idx[name]
+        path = os.path.join(gdir, "images", name)
+        stem = name.replace(".", "_")
+        st, a, err = drv.run(["decode", path], out)
+        if "error" in e:
+            dec.ok(st == "refused", "%s: Pillow refuses (%s) but driver gave %s" % (name, e["error"][:60], st))
+            continue
+        if not dec.ok(st == "ok", "%s: %s %s" % (name, st, err.strip()[-200:])):
+            continue
+        good = sha(a) == e["rgb_sha256"]
+        rgbf = os.path.join(exp_dir, stem + ".rgb.npy")
+        detail = ""
+        if os.path.exists(rgbf):
+            ref = np.load(rgbf)
+            if ref.shape != a.shape:
+                detail = "shape %s, expected %s" % (a.shape, ref.shape)
+            elif not good:
+                detail = "%d of %d values differ, max %d" % ((ref != a).sum(), ref.size,
+                                                              np.abs(ref.astype(int) - a).max())
+        dec.ok(good, "%s: decoded pixels differ from rgb_sha256 %s" % (name, detail))
+        if verbose:
+            print("    %s %s %s" % ("ok  " if good else "FAIL", name, e["mode"]))
+
+        # the bicubic resize before the crop, from the golden image itself
+        if "resized_shape" in e:
+            rh, rw = e["resized_shape"][:2]
+            st, r, err = drv.run(["resize", "pil", path, str(rw), str(rh)], out)
+            res.ok(st == "ok" and sha(r) == e["resized_sha256"],
+                   "%s: resize pil to %dx%d: %s %s" % (name, rw, rh, st, err.strip()[-120:]))
+
+        for mode, sec, suffix in (("pil", pil, ".pil.npy"), ("torchvision", hf5, ".hf5.npy")):
+            ref_path = os.path.join(exp_dir, stem + suffix)
+            if not os.path.exists(ref_path):
+                continue
+            if mode == "torchvision" and name == "cat_1x1.png":
+                continue  # transformers 5 guesses the channel axis of a 1x1 image (golden README)
+            ref = np.load(ref_path)
+            st, x, err = drv.run(["preprocess", mode, path], out)
+            if not sec.ok(st == "ok", "%s: preprocess %s: %s %s" % (name, mode, st, err.strip()[-150:])):
+                continue
+            if x.shape != ref.shape:
+                sec.ok(False, "%s: preprocess %s shape %s, expected %s" % (name, mode, x.shape, ref.shape))
+                continue
+            d = np.abs(x.astype(np.float64) - ref)
+            if mode == "pil":
+                sec.ok(d.max() == 0, "%s: preprocess pil: %d values differ, max %.3g" % (name, (d > 0).sum(), d.max()))
+            else:
+                sec.ok(d.max() <= 1e-6, "%s: preprocess torchvision: max diff %.3g (%d values over 1e-6)"
+                       % (name, d.max(), (d > 1e-6).sum()))
+    return [dec, res, pil, hf5]
+
+
+def encode_section(drv, sources):
+    sec = Section("encode")
+    out_png = os.path.join(OUT, "encoded.png")
+    out = os.path.join(OUT, "encoded.npy")
+    for path in sources:
+        ref, why = pil_decode(path)
+        if ref is None:
+            continue
+        st, _, err = drv.run(["encode", path], out_png)
+        if not sec.ok(st == "ok", "encode %s: %s %s" % (os.path.basename(path), st, err.strip()[-150:])):
+            continue
+        back, why = pil_decode(out_png)
+        sec.ok(back is not None and back.shape == ref.shape and (back == ref).all(),
+               "encode %s: Pillow reads back %s" % (os.path.basename(path), why or "different pixels"))
+        st, a, err = drv.run(["decode", out_png], out)
+        sec.ok(st == "ok" and a.shape == ref.shape and (a == ref).all(),
+               "encode %s: driver reads back %s" % (os.path.basename(path), st))
+    return [sec]
+
+
+def compare_decode(sec, drv, path, desc, strict, out, stats):
+    ref, why = pil_decode(path)
+    st, a, err = drv.run(["decode", path], out)
+    if st.startswith("crash"):
+        sec.ok(False, "%s (%s): %s %s" % (os.path.basename(path), desc, st, err.strip()[-300:]))
+        return
+    if ref is None and st == "refused":
+        stats["both refuse"] += 1
+        sec.ok(True, "")
+        return
+    if ref is None:
+        stats["only we accept"] += 1
+        sec.ok(not strict, "%s (%s): Pillow refuses (%s) but the driver decodes it"
+               % (os.path.basename(path), desc, why[:80]))
+        return
+    if st == "refused":
+        stats["only Pillow accepts"] += 1
+        sec.ok(not strict, "%s (%s): Pillow decodes it but the driver refuses: %s"
+               % (os.path.basename(path), desc, err.strip()[-120:]))
+        return
+    same = a.shape == ref.shape and (a == ref).all()
+    stats["same pixels" if same else "different pixels"] += 1
+    detail = "shape %s vs %s" % (a.shape, ref.shape) if a.shape != ref.shape else \
+        "%d values differ, max %d" % ((a != ref).sum(), np.abs(a.astype(int) - ref).max())
+    sec.ok(same or not strict, "%s (%s): %s" % (os.path.basename(path), desc, detail))
+
+
+def kind_of(path):
+    ext = os.path.splitext(path)[1].lower()
+    return {".png": "png", ".bmp": "bmp", ".ppm": "ppm", ".pgm": "ppm", ".pbm": "ppm", ".jpg": "jpeg",
+            ".jpeg": "jpeg"}.get(ext, "other")
+
+
+def broken_sections(drv_asan, sources, n, seed):
+    shutil.rmtree(os.path.join(OUT, "broken"), ignore_errors=True)
+    files = gen.broken(sources, n, seed, os.path.join(OUT, "broken"))
+    out = os.path.join(OUT, "broken.npy")
+    secs, stats = {}, {}
+    for path, desc in files:
+        k = kind_of(path)
+        key = "broken jpeg (no crash)" if k == "jpeg" else "broken png/bmp/ppm"
+        if key not in secs:
+            secs[key] = Section(key)
+            stats[key] = dict.fromkeys(["both refuse", "only we accept", "only Pillow accepts", "same pixels",
+                                        "different pixels"], 0)
+        compare_decode(secs[key], drv_asan, path, desc, k != "jpeg", out, stats[key])
+    for key in secs:
+        print("    %s vs Pillow: %s" % (key, ", ".join("%s %d" % kv for kv in stats[key].items())))
+    return list(secs.values())
+
+
+def differential_sections(drv, n, seed, big):
+    shutil.rmtree(os.path.join(OUT, "corpus"), ignore_errors=True)
+    files = gen.corpus(n, seed, os.path.join(OUT, "corpus"), big=big)
+    out = os.path.join(OUT, "diff.npy")
+    secs, stats = {}, {}
+    for path, desc in files:
+        key = "differential " + kind_of(path)
+        if key not in secs:
+            secs[key] = Section(key)
+            stats[key] = dict.fromkeys(["both refuse", "only we accept", "only Pillow accepts", "same pixels",
+                                        "different pixels"], 0)
+        compare_decode(secs[key], drv, path, desc, True, out, stats[key])
+    result = [secs[k] for k in sorted(secs)]
+
+    # Pillow's bicubic resize (reducing_gap=None) on random sizes, both ways
+    rng = np.random.default_rng(seed + 1)
+    rs = Section("differential resize pil")
+    src = os.path.join(OUT, "resize_src.npy")
+    for i in range(max(4, n // 3)):
+        h, w = int(rng.integers(1, 300)), int(rng.integers(1, 300))
+        th, tw = int(rng.integers(1, 400)), int(rng.integers(1, 400))
+        a = gen.smooth_field(h, w, 3, rng, 255).astype(np.uint8)
+        np.save(src, a)
+        ref = np.asarray(Image.fromarray(a, "RGB").resize((tw, th), Image.BICUBIC, reducing_gap=None))
+        st, r, err = drv.run(["resize", "pil", src, str(tw), str(th)], out)
+        rs.ok(st == "ok" and r.shape == ref.shape and (r == ref).all(),
+              "resize pil %dx%d -> %dx%d: %s %s" % (w, h, tw, th, st,
+                                                   err.strip()[-100:] if st != "ok" else
+                                                   "%d values differ" % (r != ref).sum() if r.shape == ref.shape
+                                                   else "shape %s" % (r.shape,)))
+    result.append(rs)
+
+    # the whole `pil` pipeline against its model in ref_preprocess_pil
+    ps = Section("differential preprocess pil")
+    for path, desc in files[:max(4, n // 3)]:
+        rgb, why = pil_decode(path)
+        if rgb is None:
+            continue
+        ref = ref_preprocess_pil(rgb)
+        st, x, err = drv.run(["preprocess", "pil", path], out)
+        ps.ok(st == "ok" and x.shape == ref.shape and (x == ref).all(),
+              "preprocess pil %s (%s): %s %s" % (os.path.basename(path), desc, st,
+                                                 err.strip()[-100:] if st != "ok" else ""))
+    result.append(ps)
+    return result, [p for p, _ in files]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=int, default=40, help="differential corpus size (default 40)")
+    ap.add_argument("--seed", type=int, default=1, help="corpus and mutation seed (default 1)")
+    ap.add_argument("--broken", type=int, default=80, help="number of damaged files (default 80)")
+    ap.add_argument("--big", action="store_true", help="allow corpus images up to 3000x2000")
+    ap.add_argument("--no-asan", action="store_true", help="run the broken files without sanitizers")
+    ap.add_argument("--target", choices=["native", "m32", "wasm"], default="native",
+                    help="m32: gcc -m32 (qemu-i386 if needed); wasm: emcc + node (no sanitizers)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+
+    gdir = os.environ.get("CLIP_GOLDEN", os.path.join(REPO, "..", "shared", "golden"))
+    if not os.path.exists(os.path.join(gdir, "images", "expected", "index.json")):
+        sys.exit("test_images: golden data not found in %s (set CLIP_GOLDEN)" % gdir)
+    t0 = time.time()
+    exe = build(False, args.target)
+    exe_asan = exe if args.no_asan or args.target == "wasm" else build(True, args.target)
+    drv, drv_asan = Driver(exe), Driver(exe_asan)
+    print("built drivers (%.1f s)" % (time.time() - t0))
+
+    sections = golden_sections(drv, gdir, args.verbose)
+    for s in sections:
+        s.report()
+    golden_files = sorted(os.path.join(gdir, "images", f) for f in os.listdir(os.path.join(gdir, "images"))
+                          if not f.startswith(("bad_", "truncated")) and os.path.isfile(os.path.join(gdir, "images", f)))
+    diff, corpus_files = differential_sections(drv, args.corpus, args.seed, args.big)
+    for s in diff:
+        s.report()
+    enc = encode_section(drv, [p for p in golden_files if p.endswith((".png", ".bmp", ".ppm"))][:6] +
+                         [p for p in corpus_files if not p.endswith(".jpg")][:10])
+    for s in enc:
+        s.report()
+    small = [p for p in golden_files + corpus_files if os.path.getsize(p) < 400000]
+    brk = broken_sections(drv_asan, small, args.broken, args.seed)
+    for s in brk:
+        s.report()
+    sections += diff + enc + brk
+    passed = sum(s.passed for s in sections)
+    failed = sum(s.failed for s in sections)
+    print("time %.1f s" % (time.time() - t0))
+    print("images: %d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+#!/usr/bin/python3
+"""test_jpeg.py - the JPEG decoder (image_jpeg.c) against Pillow, pixel for pixel.
+
+    /usr/bin/python3 test/test_jpeg.py [--n N] [--seed S] [--fuzz F] [--skip-bench]
+
+Every decode goes through test/img_driver.c's `decode` command. Expected pixels
+come from the local Pillow (Debian's 9.4 with libjpeg-turbo 2.1.5, which gives
+the golden pixels): Image.open(f).convert("RGB"), or the exception it raises.
+
+1. golden images (CLIP_GOLDEN, default <repo>/../shared/golden): every .jpg,
+   decoded sha256 against expected/index.json rgb_sha256 (and the .rgb.npy when
+   there is one); files the index marks as errors must be refused.
+2. a corpus made from --seed: N random images, 1x1 up to 3000x2000, quality
+   1..100, written by Pillow (4:4:4, 4:2:2, 4:2:0, greyscale, CMYK, optimized,
+   progressive) and by cjpeg/jpegtran (4:4:0, 4:1:1, odd and mixed sampling
+   factors, restart intervals, progressive and multi-scan scripts, incomplete
+   progressive files that trigger libjpeg's block smoothing, RGB JPEGs, 16-bit
+   quantization tables, files with no Huffman tables), plus files cut short
+   (with and without an EOI marker appended): our pixels must equal Pillow's,
+   and we must refuse exactly what Pillow refuses. Arithmetic-coded files
+   (cjpeg -arithmetic), which we do not support, must be refused clearly.
+3. --fuzz F cut, bit-flipped and header-mutated files through a driver built
+   with -fsanitize=address,undefined: no crash, no sanitizer report, exit 0 or
+   1 only. How often the output still equals Pillow's is reported, not judged
+   (libjpeg-turbo's SIMD code can differ from its C code on corrupt data).
+4. image_jpeg.c compiles without warnings (gcc and clang, -std=c99 -Wall
+   -Wextra -pedantic), and the decode time of a 3000x2000 q90 4:2:0 JPEG next
+   to Pillow's Image.open().convert("RGB") in the same run (--skip-bench skips).
+
+JPEG_TEST_IMAGE_C=FILE links another image.c into the drivers. Files go to
+test/out/jpeg/. The last line is `jpeg: N passed, M failed`.
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.environ.get("CLIP_GOLDEN", os.path.join(ROOT, "..", "shared", "golden"))
+OUT = os.path.join(ROOT, "test", "out", "jpeg")
+CC = os.environ.get("CC", "cc")
+IMAGE_C = os.environ.get("JPEG_TEST_IMAGE_C", os.path.join(ROOT, "image.c"))
+SOURCES = [os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C,
+           os.path.join(ROOT, "image_jpeg.c"), os.path.join(ROOT, "image_resize.c")]
+
+# libjpeg's SOF0/1/2 etc.: used to find where entropy-coded data starts
+SOS = b"\xff\xda"
+
+# a tiny timing harness: decode one file N times through the library
+BENCH_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "clip.h"
+int main(int argc, char **argv) {
+    FILE *f = fopen(argv[1], "rb"); long n; unsigned char *b; int i, reps = atoi(argv[2]);
+    double best = 1e30; char err[CLIP_ERR_SIZE]; clip_image img;
+    if (!f) return 2;
+    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+    b = malloc((size_t)n); if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) return 2;
+    for (i = 0; i < reps; i++) {
+        clock_t t0 = clock(); double t;
+        if (clip_image_decode(b, (size_t)n, &img, err)) { fprintf(stderr, "%s\n", err); return 1; }
+        t = (double)(clock() - t0) / CLOCKS_PER_SEC;
+        if (t < best) best = t;
+        clip_image_free(&img);
+    }
+    printf("%.6f\n", best);
+    return 0;
+}
+"""
+
+
+class Report:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, cond, what, quiet=False):
+        if cond:
+            self.passed += 1
+            if not quiet:
+                print(f"ok   {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL {what}")
+        return cond
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, **kw)
+
+
+def build(rep):
+    os.makedirs(OUT, exist_ok=True)
+    drv = os.path.join(OUT, "img_driver")
+    p = run([CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-I", ROOT, *SOURCES,
+             "-lm", "-o", drv])
+    if not rep.check(p.returncode == 0, "img_driver builds"):
+        print(p.stderr.decode(errors="replace"))
+        sys.exit(1)
+    asan = os.path.join(OUT, "img_driver_asan")
+    p = run(["gcc", "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+             "-fno-omit-frame-pointer", "-I", ROOT, *SOURCES, "-lm", "-o", asan])
+    if not rep.check(p.returncode == 0, "img_driver builds with -fsanitize=address,undefined"):
+        print(p.stderr.decode(errors="replace"))
+        asan = None
+    # warning-free with both compilers, as the house rules ask
+    for cc in ("gcc", "clang"):
+        if shutil.which(cc) is None:
+            print(f"skip {cc} not installed")
+            continue
+        flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"] + (["-O2"] if cc == "gcc" else [])
+        p = run([cc, *flags, "-I", ROOT, "-c", os.path.join(ROOT, "image_jpeg.c"), "-o",
+                 os.path.join(OUT, f"image_jpeg_{cc}.o")])
+        rep.check(p.returncode == 0, f"image_jpeg.c compiles warning-free with {cc}")
+        if p.returncode:
+            print(p.stderr.decode(errors="replace"))
+    return drv, asan
+
+
+def decode(drv, path, env=None):
+    """Our decode: (array, None) or (None, error message)."""
+    out = path + ".ours.npy"
+    if os.path.exists(out):
+        os.remove(out)
+    p = run([drv, "decode", path, out], env=env)
+    if p.returncode == 0:
+        a = np.load(out)
+        os.remove(out)
+        return a, None
+    msg = p.stderr.decode(errors="replace").strip()
+    if os.path.exists(out):
+        return None, "an output file was left behind after an error: " + msg
+    if p.returncode != 1 or not msg.startswith("img_driver: error: "):
+        return None, f"bad failure (exit {p.returncode}): {msg[:300]}"
+    return None, msg
+
+
+def pillow(path):
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")), None
+    except Exception as e:  # what Pillow raised: we must refuse the file too
+        return None, f"{type(e).__name__}: {e}"
+
+
+def compare(rep, drv, path, what, quiet=True):
+    ours, oerr = decode(drv, path)
+    ref, rerr = pillow(path)
+    if ref is None:
+        return rep.check(ours is None and oerr.startswith("img_driver: error: "),
+                         f"{what}: refused like Pillow ({rerr[:60]}) -> {oerr or 'decoded'}", quiet)
+    if ours is None:
+        return rep.check(False, f"{what}: Pillow decodes it, we refused: {oerr}")
+    if ours.shape != ref.shape:
+        return rep.check(False, f"{what}: shape {ours.shape} vs Pillow {ref.shape}")
+    diff = ours.astype(int) - ref.astype(int)
+    bad = int(np.count_nonzero(diff))
+    return rep.check(bad == 0, f"{what}: {bad} of {diff.size} values differ from Pillow"
+                     f" (max {int(np.abs(diff).max()) if bad else 0})", quiet)
+
+
+# ---------------------------------------------------------------------------
+# golden images
+
+def test_golden(rep, drv):
+    idir = os.path.join(GOLDEN, "images")
+    index_path = os.path.join(idir, "expected", "index.json")
+    if not os.path.exists(index_path):
+        rep.check(False, f"golden data not found at {GOLDEN}: set CLIP_GOLDEN to the golden/ folder")
+        return
+    index = json.load(open(index_path))
+    names = sorted(n for n in index if n.lower().endswith((".jpg", ".jpeg")))
+    rep.check(len(names) > 0, f"golden index lists {len(names)} JPEG files")
+    for name in names:
+        e = index[name]
+        ours, err = decode(drv, os.path.join(idir, name))
+        if "error" in e:
+            rep.check(ours is None and err.startswith("img_driver: error: "),
+                      f"golden {name}: refused (Pillow: {e['error'][:50]}) -> {err}")
+            continue
+        if ours is None:
+            rep.check(False, f"golden {name}: {err}")
+            continue
+        sha = hashlib.sha256(np.ascontiguousarray(ours).tobytes()).hexdigest()
+        ok = sha == e["rgb_sha256"] and list(ours.shape[:2]) == [e["size"][1], e["size"][0]]
+        stem = os.path.join(idir, "expected", name.replace(".", "_") + ".rgb.npy")
+        note = ""
+        if os.path.exists(stem):
+            ref = np.load(stem)
+            same = ref.shape == ours.shape and np.array_equal(ref, ours)
+            ok = ok and same
+            note = ", .rgb.npy identical" if same else ", .rgb.npy DIFFERS"
+        rep.check(ok, f"golden {name}: {ours.shape[1]}x{ours.shape[0]} sha256 "
+                  f"{'matches' if sha == e['rgb_sha256'] else 'DIFFERS'}{note}")
+
+
+# ---------------------------------------------------------------------------
+# corpus
+
+def make_pixels(rng, w, h, channels):
+    """Smooth waves, hard-edged rectangles and noise: every DCT frequency shows up."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.empty((h, w, channels), np.float32)
+    for c in range(channels):
+        fx, fy, gx, gy = rng.uniform(0.002, 0.4, 4)
+        img[..., c] = (128 + rng.uniform(20, 90) * np.sin(xx * fx + yy * fy + rng.uniform(0, 6.3))
+                       + rng.uniform(0, 50) * np.cos(xx * gx - yy * gy))
+    for _ in range(int(rng.integers(0, 8))):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        img[y0:y0 + int(rng.integers(1, w + 1)), x0:x0 + int(rng.integers(1, h + 1))] = rng.uniform(0, 255, channels)
+    img += rng.normal(0, rng.uniform(0, 30), img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def random_size(rng, big):
+    if big:
+        return int(rng.integers(1500, 3001)), int(rng.integers(1000, 2001))
+    if rng.random() < 0.15:
+        return int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    w = int(np.exp(rng.uniform(0, np.log(700))))
+    h = int(np.exp(rng.uniform(0, np.log(500))))
+    return max(w, 1), max(h, 1)
+
+
+SAMPLINGS = ["1x1,1x1,1x1", "2x1,1x1,1x1", "2x2,1x1,1x1", "1x2,1x1,1x1", "4x1,1x1,1x1",
+             "1x4,1x1,1x1", "4x2,1x1,1x1", "2x4,1x1,1x1", "3x1,1x1,1x1", "1x3,1x1,1x1",
+             "3x2,1x1,1x1", "2x2,2x1,1x1", "2x2,1x2,1x1", "2x2,2x2,1x1", "1x1,2x2,2x2",
+             "2x1,1x2,1x1", "4x2,2x1,1x1", "3x3,1x1,1x1", "2x2,1x1,2x2"]
+
+SCRIPTS = {
+    # sequential, one scan per component (libjpeg's multi-scan path)
+    "seq-noninterleaved": "0: 0-63, 0, 0;\n1: 0-63, 0, 0;\n2: 0-63, 0, 0;\n",
+    "seq-y-then-cbcr": "0: 0-63, 0, 0;\n1 2: 0-63, 0, 0;\n",
+    # progressive, complete, spectral selection only
+    "prog-spectral": "0 1 2: 0-0, 0, 0;\n0: 1-5, 0, 0;\n0: 6-63, 0, 0;\n1: 1-63, 0, 0;\n2: 1-63, 0, 0;\n",
+    # progressive, complete, deep successive approximation
+    "prog-approx": ("0 1 2: 0-0, 0, 2;\n0 1 2: 0-0, 2, 1;\n0 1 2: 0-0, 1, 0;\n"
+                    "0: 1-9, 0, 3;\n0: 10-63, 0, 2;\n1: 1-63, 0, 1;\n2: 1-63, 0, 1;\n"
+                    "0: 1-63, 3, 2;\n0: 1-63, 2, 1;\n0: 1-63, 1, 0;\n1: 1-63, 1, 0;\n2: 1-63, 1, 0;\n"),
+    # progressive, incomplete: libjpeg applies block smoothing
+    "prog-dc-only": "0 1 2: 0-0, 0, 0;\n",
+    "prog-dc-approx-only": "0 1 2: 0-0, 0, 1;\n",
+    "prog-partial": "0 1 2: 0-0, 0, 1;\n0: 1-5, 0, 2;\n1: 1-2, 0, 0;\n",
+    "prog-partial-refine": "0 1 2: 0-0, 0, 1;\n0: 1-9, 0, 1;\n2: 1-63, 0, 0;\n0: 1-9, 1, 0;\n",
+}
+GRAY_SCRIPTS = {
+    "gray-prog-dc-only": "0: 0-0, 0, 0;\n",
+    "gray-prog-partial": "0: 0-0, 0, 1;\n0: 1-3, 0, 1;\n0: 4-63, 0, 0;\n",
+    "gray-prog-full": "0: 0-0, 0, 1;\n0: 1-63, 0, 2;\n0: 0-0, 1, 0;\n0: 1-63, 2, 1;\n0: 1-63, 1, 0;\n",
+}
+
+
+def encode_case(rng, i, big, work):
+    """Write one random JPEG; return (path, description, kind)."""
+    w, h = random_size(rng, big)
+    q = int(rng.integers(1, 101))
+    r = rng.random()
+    path = os.path.join(work, f"c{i:04d}.jpg")
+    if r < 0.4:  # Pillow's encoder
+        mode = rng.choice(["RGB"] * 6 + ["L", "L", "CMYK"])
+        pix = make_pixels(rng, w, h, {"RGB": 3, "L": 1, "CMYK": 4}[mode])
+        im = Image.fromarray(pix[..., 0] if mode == "L" else pix, mode)
+        opts = dict(quality=q, optimize=bool(rng.random() < 0.3), progressive=bool(rng.random() < 0.3))
+        if mode == "RGB":
+            opts["subsampling"] = int(rng.integers(0, 3))
+        im.save(path, "JPEG", **opts)
+        desc = f"pillow {mode} {w}x{h} q{q} " + " ".join(f"{k}={v}" for k, v in opts.items() if k != "quality")
+        return path, desc, "plain"
+    # cjpeg (and jpegtran)
+    gray = rng.random() < 0.15
+    pix = make_pixels(rng, w, h, 1 if gray else 3)
+    src = os.path.join(work, f"c{i:04d}.{'pgm' if gray else 'ppm'}")
+    Image.fromarray(pix[..., 0] if gray else pix).save(src)
+    args = ["cjpeg", "-quality", str(q)]
+    if gray:
+        args.append("-grayscale")
+        if rng.random() < 0.3:
+            args += ["-sample", rng.choice(["2x2", "1x3", "4x1"])]
+    else:
+        if rng.random() < 0.1:
+            args.append("-rgb")
+        args += ["-sample", str(rng.choice(SAMPLINGS))]
+    if rng.random() < 0.4:
+        args += ["-restart", str(int(rng.integers(1, 4))) if rng.random() < 0.5 else f"{int(rng.integers(1, 40))}B"]
+    if rng.random() < 0.3:
+        args.append("-optimize")
+    if rng.random() < 0.5:
+        args.append("-baseline")  # else low qualities give 16-bit quantization tables
+    script = None
+    t = rng.random()
+    if t < 0.3:
+        args.append("-progressive")
+    elif t < 0.5:
+        name = str(rng.choice(sorted(GRAY_SCRIPTS if gray else SCRIPTS)))
+        script = os.path.join(work, f"c{i:04d}.scans")
+        open(script, "w").write((GRAY_SCRIPTS if gray else SCRIPTS)[name])
+        args += ["-scans", script]
+    elif t < 0.55:
+        args.append("-arithmetic")
+    args += ["-outfile", path, src]
+    p = run(args)
+    os.remove(src)
+    if p.returncode != 0:  # e.g. a sampling cjpeg will not do (MCU too large)
+        return None, " ".join(args[:-3]) + ": " + p.stderr.decode(errors="replace").strip()[:80], "skip"
+    desc = " ".join(a for a in args[1:-3]) + (f" ({os.path.basename(open(script).name)})" if script else "")
+    desc = f"cjpeg {w}x{h} {desc}"
+    if script:
+        desc += " " + name
+    kind = "arith" if "-arithmetic" in args else "plain"
+    # jpegtran: lossless transforms (transpose turns 4:2:2 into 4:4:0), re-scanning
+    if kind == "plain" and rng.random() < 0.15:
+        ops = [["-transpose"], ["-rotate", "90"], ["-progressive"], ["-restart", "2"], ["-optimize"]]
+        op = ops[int(rng.integers(0, len(ops)))]
+        p = run(["jpegtran", *op, "-outfile", path + ".t", path])
+        if p.returncode == 0:
+            os.replace(path + ".t", path)
+            desc += " | jpegtran " + " ".join(op)
+    if kind == "plain" and rng.random() < 0.05:
+        # strip the DHT markers: libjpeg-turbo falls back to the standard tables
+        # (only valid when the file used them, i.e. no -optimize/progressive)
+        if "-optimize" not in args and "-progressive" not in args and script is None:
+            data = open(path, "rb").read()
+            out, pos = bytearray(data[:2]), 2
+            while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
+                n = 2 + (data[pos + 2] << 8 | data[pos + 3])
+                if data[pos + 1] != 0xC4:
+                    out += data[pos:pos + n]
+                pos += n
+            out += data[pos:]
+            open(path, "wb").write(bytes(out))
+            desc += " | DHT stripped"
+    return path, desc, kind
+
+
+def cut_case(rng, src, dst):
+    """src cut at a random point (mostly inside the scans), maybe EOI appended."""
+    data = open(src, "rb").read()
+    sos = data.find(SOS)
+    lo = sos + 2 if sos > 0 and rng.random() < 0.85 else 2
+    cut = int(rng.integers(lo, len(data)))
+    eoi = rng.random() < 0.6
+    open(dst, "wb").write(data[:cut] + (b"\xff\xd9" if eoi else b""))
+    return f"cut at {cut}/{len(data)}{' + EOI' if eoi else ''}"
+
+
+def test_corpus(rep, drv, n, seed, work):
+    rng = np.random.default_rng(seed)
+    counts = {"plain": 0, "cut": 0, "arith": 0, "skip": 0}
+    fails_before = rep.failed
+    t0 = time.time()
+    for i in range(n):
+        big = i % 40 == 39
+        path, desc, kind = encode_case(rng, i, big, work)
+        counts[kind] += 1
+        if kind == "skip":
+            continue
+        if kind == "arith":
+            ours, err = decode(drv, path)
+            rep.check(ours is None and "arithmetic" in (err or ""),
+                      f"#{i} {desc}: arithmetic coding refused clearly ({err})", quiet=True)
+        else:
+            compare(rep, drv, path, f"#{i} {desc}")
+            if rng.random() < 0.35:
+                cpath = path[:-4] + "_cut.jpg"
+                what = cut_case(rng, path, cpath)
+                counts["cut"] += 1
+                compare(rep, drv, cpath, f"#{i} {desc} {what}")
+                os.remove(cpath)
+        os.remove(path)
+    print(f"ok   corpus seed {seed}: {counts['plain']} encoded files, {counts['cut']} cut files, "
+          f"{counts['arith']} arithmetic-coded, {counts['skip']} samplings cjpeg refused; "
+          f"{rep.failed - fails_before} failures ({time.time() - t0:.1f} s)")
+
+
+# ---------------------------------------------------------------------------
+# robustness under AddressSanitizer + UndefinedBehaviorSanitizer
+
+def mutate(rng, data):
+    d = bytearray(data)
+    sos = data.find(SOS)
+    r = rng.random()
+    if r < 0.3:  # cut
+        return bytes(d[:int(rng.integers(0, len(d)))]), "cut"
+    if r < 0.7:  # flip bits in the entropy-coded data
+        lo = sos + 2 if sos > 0 else 2
+        for _ in range(int(rng.integers(1, 6))):
+            p = int(rng.integers(lo, len(d)))
+            d[p] ^= 1 << int(rng.integers(0, 8))
+        return bytes(d), "bit flips"
+    # mutate header bytes (tables, frame and scan headers)
+    hi = sos + 12 if sos > 0 else len(d)
+    for _ in range(int(rng.integers(1, 4))):
+        p = int(rng.integers(2, min(hi, len(d))))
+        d[p] = int(rng.integers(0, 256)) if rng.random() < 0.7 else d[p] ^ (1 << int(rng.integers(0, 8)))
+    return bytes(d), "header bytes"
+
+
+def test_fuzz(rep, asan, count, seed, work):
+    if asan is None:
+        rep.check(False, "fuzzing needs the sanitizer build")
+        return
+    rng = np.random.default_rng(seed + 1000)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="print_stacktrace=1")
+    bases = []
+    for i in range(12):
+        path, desc, kind = encode_case(rng, 10000 + i, False, work)
+        if path and kind == "plain":
+            bases.append(path)
+    crashes = agree = refused_both = decoded_both = disagree = 0
+    t0 = time.time()
+    for i in range(count):
+        src = bases[i % len(bases)]
+        data, how = mutate(rng, open(src, "rb").read())
+        path = os.path.join(work, "fuzz.jpg")
+        open(path, "wb").write(data)
+        out = path + ".ours.npy"
+        p = run([asan, "decode", path, out], env=env)
+        err = p.stderr.decode(errors="replace")
+        if p.returncode not in (0, 1) or "runtime error" in err or "Sanitizer" in err:
+            crashes += 1
+            keep = os.path.join(OUT, f"crash_{seed}_{i}.jpg")
+            shutil.copy(path, keep)
+            rep.check(False, f"fuzz #{i} ({how}, from {os.path.basename(src)}): exit {p.returncode}, saved {keep}\n{err[-1500:]}")
+            continue
+        ours = np.load(out) if p.returncode == 0 else None
+        if os.path.exists(out):
+            os.remove(out)
+        ref, _ = pillow(path)
+        if ours is None and ref is None:
+            refused_both += 1
+            agree += 1
+        elif ours is not None and ref is not None and ours.shape == ref.shape and np.array_equal(ours, ref):
+            decoded_both += 1
+            agree += 1
+        else:
+            disagree += 1
+    rep.check(crashes == 0, f"fuzz seed {seed}: {count} corrupt files under ASan+UBSan, {crashes} crashes "
+              f"({time.time() - t0:.1f} s); same outcome as Pillow on {agree} ({decoded_both} identical "
+              f"pixels, {refused_both} refused by both), different on {disagree}")
+
+
+# ---------------------------------------------------------------------------
+# timing
+
+def test_bench(rep, work):
+    exe = os.path.join(OUT, "jpeg_bench")
+    src = os.path.join(OUT, "jpeg_bench.c")
+    open(src, "w").write(BENCH_C)
+    p = run([CC, "-std=c99", "-O2", "-I", ROOT, src, IMAGE_C, os.path.join(ROOT, "image_jpeg.c"),
+             os.path.join(ROOT, "image_resize.c"), "-lm", "-o", exe])
+    if not rep.check(p.returncode == 0, "timing harness builds"):
+        print(p.stderr.decode(errors="replace"))
+        return
+    rng = np.random.default_rng(7)
+    pix = make_pixels(rng, 3000, 2000, 3)
+    path = os.path.join(work, "bench.jpg")
+    Image.fromarray(pix).save(path, "JPEG", quality=90, subsampling=2)
+    data = open(path, "rb").read()
+    best = 1e9
+    for _ in range(5):
+        t0 = time.perf_counter()
+        with Image.open(io.BytesIO(data)) as im:
+            im.convert("RGB")
+        best = min(best, time.perf_counter() - t0)
+    p = run([exe, path, "5"])
+    if rep.check(p.returncode == 0, "timing harness decodes the 3000x2000 file"):
+        ours = float(p.stdout)
+        print(f"info 3000x2000 q90 4:2:0 ({len(data)} bytes): ours {ours * 1e3:.1f} ms, "
+              f"Pillow {best * 1e3:.1f} ms (best of 5, ratio {ours / best:.2f})")
+    os.remove(path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=120, help="random corpus files")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fuzz", type=int, default=300, help="corrupt files for the sanitizer build")
+    ap.add_argument("--skip-bench", action="store_true")
+    args = ap.parse_args()
+    rep = Report()
+    work = os.path.join(OUT, "work")
+    os.makedirs(work, exist_ok=True)
+    drv, asan = build(rep)
+    test_golden(rep, drv)
+    test_corpus(rep, drv, args.n, args.seed, work)
+    test_fuzz(rep, asan, args.fuzz, args.seed, work)
+    if not args.skip_bench:
+        test_bench(rep, work)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"jpeg: {rep.passed} passed, {rep.failed} failed")
+    sys.exit(1 if rep.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
