@@ -24,6 +24,12 @@
 #define HEADER_BYTES 512
 #define INDEX_ENTRY_BYTES 128
 #define NAME_BYTES 96
+/* Attention costs tokens^2 per layer while the file grows only with tokens
+ * (position embeddings): a forged file with 4096 / 1 = 16.7 million image
+ * tokens would run for days. Real checkpoints use 50..1025 image tokens and
+ * 77..512 text positions. */
+#define MAX_GRID 128          /* at most 128 x 128 patches (16385 tokens) */
+#define MAX_POSITIONS 16384
 
 /* One encoder layer's weights (CLIPEncoderLayer). Linear weights are [out, in]. */
 typedef struct {
@@ -216,7 +222,8 @@ static int parse_header(clip_model *m, char *err)
     if (check_tower(&c->vision, "vision", err) || check_tower(&c->text, "text", err)) return CLIP_EINPUT;
     if (c->projection_dim < 1 || c->projection_dim > 65536 || c->channels != 3 ||
         c->patch < 1 || c->image_size < c->patch || c->image_size > 4096 || c->image_size % c->patch != 0 ||
-        c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->max_positions < 2 || c->max_positions > 65536 ||
+        c->image_size / c->patch > MAX_GRID ||
+        c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->max_positions < 2 || c->max_positions > MAX_POSITIONS ||
         c->eos_token_id < 0 || c->eos_token_id >= c->vocab_size) {
         set_err(err, "the model configuration is invalid (corrupt header)");
         return CLIP_EINPUT;
@@ -408,13 +415,15 @@ static void encoder(float *x, const clip_layer *layers, const clip_tower_config 
     }
 }
 
-/* x[rows, d] followed by the encoder's scratch and `extra` floats */
-static float *encoder_alloc(const clip_tower_config *c, int batch, int n, size_t extra, char *err)
+/* x[rows, d] followed by the encoder's scratch and `extra` floats. The size
+ * is added up in double (exact below 2^53), so that it cannot wrap around a
+ * 32-bit size_t and leave the buffer short. */
+static float *encoder_alloc(const clip_tower_config *c, int batch, int n, double extra, char *err)
 {
-    size_t rows = (size_t)batch * n;
-    size_t floats = rows * c->hidden * 6 + rows * c->intermediate + (size_t)n * n + extra;
-    float *buf = floats < ((size_t)-1) / sizeof(float) ? malloc(floats * sizeof(float)) : NULL;
-    if (!buf) set_err(err, "out of memory (%.0f bytes of activations)", (double)floats * sizeof(float));
+    double rows = (double)batch * n;
+    double floats = rows * c->hidden * 6 + rows * c->intermediate + (double)n * n + extra;
+    float *buf = floats * sizeof(float) < (double)((size_t)-1) ? malloc((size_t)floats * sizeof(float)) : NULL;
+    if (!buf) set_err(err, "out of memory (%.0f bytes of activations)", floats * sizeof(float));
     return buf;
 }
 
@@ -480,7 +489,7 @@ int clip_encode_images(clip_model *m, const float *pixels, int count, float *fea
     int d = c->vision.hidden, p = c->patch, S = c->image_size, g = S / p, n = 1 + g * g, pp = 3 * p * p;
     size_t rows = (size_t)count * n;
     if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
-    float *x = encoder_alloc(&c->vision, count, n, (size_t)g * g * pp + (size_t)count * d, err);
+    float *x = encoder_alloc(&c->vision, count, n, (double)g * g * pp + (double)count * d, err);
     if (!x) return CLIP_ENOMEM;
     float *buf = x + rows * d, *patches = buf + rows * d * 5 + rows * c->vision.intermediate + (size_t)n * n;
     float *pooled = patches + (size_t)g * g * pp;

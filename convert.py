@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pickle
+import pickletools
 import re
 import struct
 import sys
@@ -743,7 +744,23 @@ class RestrictedUnpickler(pickle.Unpickler):
         return Storage(pid[1].dtype, pid[2], pid[4])
 
 
+def check_pickle(data):
+    """Walk the opcodes without executing any (pickletools): the stream must be
+    well formed, and memo indices small, since a huge one makes the C unpickler
+    allocate gigabytes before find_class is ever asked."""
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not (is_int(arg) and 0 <= arg < len(data)):
+                raise ConvertError("pytorch_model.bin: data.pkl uses an implausible memo index %r" % (arg,))
+    except ConvertError:
+        raise
+    except Exception as e:
+        raise ConvertError("pytorch_model.bin: data.pkl is not a well-formed pickle (%s)"
+                           % (str(e) or type(e).__name__)) from None
+
+
 def unpickle_state_dict(data):
+    check_pickle(data)
     try:
         obj = RestrictedUnpickler(io.BytesIO(data)).load()
     except ConvertError:

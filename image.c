@@ -15,6 +15,7 @@
  *   decode/load    format detection by magic bytes
  *   PNG writer     clip_png_encode
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,9 +152,12 @@ static unsigned inflate_avail(const inflate_state *z)
 /* The next 24+ bits, least significant first; zeros past the input. */
 static uint32_t inflate_peek(const inflate_state *z)
 {
+    const uint8_t *p = z->in + z->pos;
     uint32_t v = 0;
     size_t i;
-    for (i = 0; i < 4 && z->pos + i < z->size; i++) v |= (uint32_t)z->in[z->pos + i] << (8 * i);
+    if (z->size - z->pos >= 4)
+        return ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24) >> z->bit;
+    for (i = 0; i < 4 && z->pos + i < z->size; i++) v |= (uint32_t)p[i] << (8 * i);
     return v >> z->bit;
 }
 
@@ -1415,7 +1419,7 @@ static int bmp_rle(const uint8_t *d, size_t size, uint64_t off, int rle4, int to
 
 static int bmp_decode(const uint8_t *d, size_t size, clip_image *img, char *err)
 {
-    uint64_t offset, hsize, w, h, colors, stride, row_bytes, skip, q;
+    uint64_t offset, hsize, w, h, colors, stride, row_bytes, step, q;
     unsigned bits, comp = 0, pad;
     int top_down = 0, raw, mode_p = 0, rc, rawbits, mmap_path;
     size_t pos, plen = 0, i, y;
@@ -1540,10 +1544,10 @@ static int bmp_decode(const uint8_t *d, size_t size, clip_image *img, char *err)
     stride = ((w * bits + 31) >> 3) & ~(uint64_t)3;
     row_bytes = (w * (uint64_t)rawbits + 7) / 8;
     mmap_path = (raw == BMP_L || raw == BMP_P8) && offset + h * stride <= size;
-    if (mmap_path) skip = stride - row_bytes;
+    if (mmap_path) step = stride;
     else {
-        skip = stride > row_bytes ? stride - row_bytes : 0;
-        if (offset > size || (h - 1) * (row_bytes + skip) + row_bytes > size - offset) {
+        step = stride > row_bytes ? stride : row_bytes;
+        if (offset > size || (h - 1) * step + row_bytes > size - offset) {
             clip_image_free(img);
             return png_fail(err, CLIP_EINPUT, "BMP file is truncated");
         }
@@ -1552,7 +1556,7 @@ static int bmp_decode(const uint8_t *d, size_t size, clip_image *img, char *err)
         uint8_t *o = img->rgb + (top_down ? y : h - 1 - y) * w * 3;
         const uint8_t *row;
         uint8_t tail[8192];
-        q = offset + y * (row_bytes + skip);
+        q = offset + y * step;
         row = d + q;
         if (mmap_path && q + row_bytes > size) {
             /* the mapped last row runs past the end of the file: zeros */
@@ -1605,7 +1609,19 @@ int clip_image_load(const char *path, clip_image *img, char *err)
     img->rgb = NULL;
     if (!path) return png_fail(err, CLIP_EINPUT, "no image path given");
     f = fopen(path, "rb");
-    if (!f) return png_fail(err, CLIP_EIO, "%s: cannot open file", path);
+    if (!f) return png_fail(err, CLIP_EIO, "%s: %s", path, strerror(errno));
+    /* size the buffer from the file length when it has one (not a pipe) */
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long len = ftell(f);
+        if (len >= 0 && (unsigned long)len < (size_t)-1 - 1 && fseek(f, 0, SEEK_SET) == 0) {
+            cap = (size_t)len + 1;
+            buf = malloc(cap);
+            if (!buf) {
+                fclose(f);
+                return png_fail(err, CLIP_ENOMEM, "%s: out of memory reading the file", path);
+            }
+        } else rewind(f);
+    }
     for (;;) {
         size_t got;
         if (n == cap) {

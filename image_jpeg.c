@@ -15,7 +15,6 @@
  * refuses some files libjpeg would take; both sets of rules are applied.
  * Arithmetic-coded, 12-bit, lossless and hierarchical files are refused.
  */
-#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -226,7 +225,9 @@ static int jpeg_get_bits(jpeg_decoder *d, int n)
 }
 
 /* HUFF_DECODE: 8-bit lookahead, then jpeg_huff_decode bit by bit for longer
- * codes. A code longer than 16 bits decodes as 0, as libjpeg does. */
+ * codes (done on a 16-bit peek when that many bits are buffered: the same
+ * bits, the same result). A code longer than 16 bits decodes as 0, as libjpeg
+ * does. */
 static int jpeg_huff_decode(jpeg_decoder *d, const jpeg_huff_table *t)
 {
     int l, code;
@@ -244,6 +245,17 @@ static int jpeg_huff_decode(jpeg_decoder *d, const jpeg_huff_table *t)
             d->nbits -= l;
             return e & 0xFF;
         }
+    }
+    if (d->nbits >= 16) {
+        int peek = (int)((d->buf >> (d->nbits - 16)) & 0xFFFF);
+        for (l = 9; l <= 16; l++) {
+            code = peek >> (16 - l);
+            if (code <= t->maxcode[l]) {
+                d->nbits -= l;
+                return t->vals[(code + t->valoffset[l]) & 0xFF];
+            }
+        }
+        l = 9;
     }
 slow:
     code = jpeg_get_bits(d, l);
@@ -285,21 +297,77 @@ static int jpeg_next_marker(jpeg_decoder *d)
 }
 
 /* A marker segment: its length field, then *len = length - 2 bytes of data
- * (which may be negative for a bogus length: nothing to read then).
- * Returns -1 if the file ends inside the segment. */
-static int jpeg_segment(jpeg_decoder *d, const uint8_t **p, int *len)
+ * (which may be negative for a bogus length: nothing to read then), of which
+ * *avail are in the file. Returns -1 if the file ends inside the length. */
+static int jpeg_segment(jpeg_decoder *d, const uint8_t **p, int *len, int *avail)
 {
     if (d->size - d->pos < 2)
         return -1;
     *len = ((int)d->data[d->pos] << 8 | d->data[d->pos + 1]) - 2;
     d->pos += 2;
     *p = d->data + d->pos;
-    if (*len > 0) {
-        if (d->size - d->pos < (size_t)*len)
-            return -1;
-        d->pos += (size_t)*len;
-    }
+    *avail = *len < 0 ? 0 : d->size - d->pos < (size_t)*len ? (int)(d->size - d->pos) : *len;
+    d->pos += (size_t)*avail;
     return 0;
+}
+
+/* A segment cut off by the end of a single-scan file, after its image is
+ * complete: libjpeg reads markers byte by byte and suspends at the end
+ * (which Pillow accepts), unless the bytes it did read are already wrong.
+ * Whether they are, following the reading order of jdmarker.c. */
+static int jpeg_partial_segment_bad(const jpeg_decoder *d, int m, const uint8_t *p, int len, int avail)
+{
+    int off = 0, i;
+    if (m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC9 || m == 0xCA)
+        return avail >= 6; /* get_sof reads 6 bytes, then refuses a second frame */
+    if (m == 0xDD)
+        return len != 2;
+    if (m == 0xDA) {
+        int n = avail >= 1 ? p[0] : 1;
+        if (avail >= 1 && (len != 4 + 2 * n || n < 1 || n > 4))
+            return 1;
+        for (i = 0; i < n && 1 + 2 * i + 2 <= avail; i++) {
+            int j, found = 0;
+            for (j = 0; j < d->ncomp; j++)
+                found |= d->comp[j].id == p[1 + 2 * i];
+            if (!found)
+                return 1;
+        }
+        return 0;
+    }
+    if (m == 0xDB) {
+        while (off < avail) {
+            if ((p[off] & 15) >= 4)
+                return 1;
+            off += 1 + (p[off] >> 4 ? 128 : 64);
+        }
+        return 0;
+    }
+    if (m == 0xC4) {
+        int left = len;
+        while (left > 16 && off + 17 <= avail) {
+            int count = 0, index = p[off] & ~0x10;
+            for (i = 1; i <= 16; i++)
+                count += p[off + i];
+            left -= 17;
+            if (count > 256 || count > left)
+                return 1;
+            if (off + 17 + count > avail)
+                return 0;
+            if (index >= 4)
+                return 1;
+            off += 17 + count;
+            left -= count;
+        }
+        return 0;
+    }
+    if (m == 0xCC) {
+        for (i = 0; i + 2 <= avail; i += 2)
+            if (p[i] >= 32 || (p[i] < 16 && (p[i + 1] & 15) > p[i + 1] >> 4))
+                return 1;
+        return 0;
+    }
+    return 0; /* APPn, COM, DNL: skipped */
 }
 
 /* get_dqt: quantization tables, 8- or 16-bit, zigzag order in the file. */
@@ -1453,7 +1521,7 @@ static int jpeg_read_file(jpeg_decoder *d)
         return jpeg_fail(d, CLIP_EINPUT, "not a JPEG file.");
     d->pos = 2;
     for (;;) {
-        int m, len;
+        int m, len, avail;
         const uint8_t *p;
         if (d->marker > 0) {
             m = d->marker;
@@ -1482,12 +1550,18 @@ static int jpeg_read_file(jpeg_decoder *d)
             return jpeg_fail(d, CLIP_EINPUT, "this JPEG coding process (marker 0x%02X) is not supported.", m);
         if (m < 0xC0 || m == 0xDF || (m >= 0xF0 && m <= 0xFD))
             return jpeg_fail(d, CLIP_EINPUT, "JPEG file has an unknown marker 0x%02X.", m);
-        if ((m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC9 || m == 0xCA) && d->seen_sof)
-            /* get_sof refuses this before reading the segment */
-            return jpeg_fail(d, CLIP_EINPUT, "JPEG file has two frame headers.");
-        if (jpeg_segment(d, &p, &len) != 0)
+        if (jpeg_segment(d, &p, &len, &avail) != 0)
             return d->done_single_scan ? 0 : jpeg_truncated(d);
+        if (avail < len) {
+            if (!d->done_single_scan)
+                return jpeg_truncated(d);
+            if (jpeg_partial_segment_bad(d, m, p, len, avail))
+                return jpeg_fail(d, CLIP_EINPUT, "JPEG file has a corrupt marker 0x%02X after its image data.", m);
+            return 0;
+        }
         if (m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC9 || m == 0xCA) {
+            if (d->seen_sof)
+                return jpeg_fail(d, CLIP_EINPUT, "JPEG file has two frame headers.");
             if ((rc = jpeg_read_sof(d, m, p, len)) != 0)
                 return rc;
         } else if (m == 0xC4) {

@@ -5,7 +5,12 @@
  * multi-head attention and the two GELU flavours. Reductions whose rounding
  * would otherwise grow with the length (LayerNorm statistics, softmax sums)
  * are carried in double, so results sit closer to a float64 reference than
- * PyTorch's own float32 ones.
+ * PyTorch's own float32 ones; exponentials are taken in double too.
+ *
+ * Speed comes from loops that compilers vectorize on their own (plain C99,
+ * no intrinsics: inner loops of fixed length over independent lanes) and
+ * from OpenMP threads where there is enough work. The model's weights are
+ * read where they lie (mmap'ed), once per call, never copied.
  */
 #include "clip.h"
 
@@ -42,8 +47,9 @@ void clip_set_threads(int n)
  *   of k is summed on its own and then added up (shorter chains, less
  *   rounding).
  * - dots (m < 16, a short text): every output is a dot product of a row of
- *   A with a row of B; a 4 x 4 tile keeps VL partial sums per output, split
- *   by k modulo VL, and adds them pairwise at the end. Nothing is copied.
+ *   A with a row of B; one row of A against 8 rows of B keeps VL partial
+ *   sums per output, split by k modulo VL, and adds them pairwise at the
+ *   end. Nothing is copied.
  *
  * Threads split the rows of B (the output columns); each weight is read once. */
 
@@ -224,70 +230,78 @@ static void gemm_strips(float *C, int ldc, const float *A, int lda, const float 
     }
 }
 
-/* out[i][r] = a[i] . b[r] for i, r < 4: sixteen dot products of length k */
-static void gemm_dot_tile(float out[16], const float *const a[4], const float *const b[4], int k)
+/* out[r] = a . b[r] for r < 8: eight dot products of length k, VL lanes each */
+static void gemm_dot_1x8(float out[8], const float *a, const float *const b[8], int k)
 {
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3];
-    float s00[VL] = {0}, s01[VL] = {0}, s02[VL] = {0}, s03[VL] = {0}, s10[VL] = {0}, s11[VL] = {0}, s12[VL] = {0}, s13[VL] = {0};
-    float s20[VL] = {0}, s21[VL] = {0}, s22[VL] = {0}, s23[VL] = {0}, s30[VL] = {0}, s31[VL] = {0}, s32[VL] = {0}, s33[VL] = {0};
-    float *s[16] = {s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33};
+    const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5], *b6 = b[6], *b7 = b[7];
+    float s0[VL] = {0}, s1[VL] = {0}, s2[VL] = {0}, s3[VL] = {0}, s4[VL] = {0}, s5[VL] = {0}, s6[VL] = {0}, s7[VL] = {0};
+    float *s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
     int kv = k - k % VL;
     for (int p = 0; p < kv; p += VL) {
-        const float *x0 = a0 + p, *x1 = a1 + p, *x2 = a2 + p, *x3 = a3 + p;
-        const float *y0 = b0 + p, *y1 = b1 + p, *y2 = b2 + p, *y3 = b3 + p;
+        const float *x = a + p;
         for (int l = 0; l < VL; l++) {
-            s00[l] += x0[l] * y0[l]; s01[l] += x0[l] * y1[l]; s02[l] += x0[l] * y2[l]; s03[l] += x0[l] * y3[l];
-            s10[l] += x1[l] * y0[l]; s11[l] += x1[l] * y1[l]; s12[l] += x1[l] * y2[l]; s13[l] += x1[l] * y3[l];
-            s20[l] += x2[l] * y0[l]; s21[l] += x2[l] * y1[l]; s22[l] += x2[l] * y2[l]; s23[l] += x2[l] * y3[l];
-            s30[l] += x3[l] * y0[l]; s31[l] += x3[l] * y1[l]; s32[l] += x3[l] * y2[l]; s33[l] += x3[l] * y3[l];
+            s0[l] += x[l] * b0[p + l]; s1[l] += x[l] * b1[p + l]; s2[l] += x[l] * b2[p + l]; s3[l] += x[l] * b3[p + l];
+            s4[l] += x[l] * b4[p + l]; s5[l] += x[l] * b5[p + l]; s6[l] += x[l] * b6[p + l]; s7[l] += x[l] * b7[p + l];
         }
     }
-    for (int i = 0; i < 16; i++) {
+    for (int r = 0; r < 8; r++) {
         float t = 0.0f;
-        for (int p = kv; p < k; p++) t += a[i / 4][p] * b[i % 4][p];
-        out[i] = sum_lanes(s[i]) + t;
+        for (int p = kv; p < k; p++) t += a[p] * b[r][p];
+        out[r] = sum_lanes(s[r]) + t;
     }
 }
 
+/* every row of A against a block of 8 rows of B, which stays in cache meanwhile */
 static void gemm_dots(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
                       const float *bias, int m, int n, int k)
 {
-    int blocks = (n + 3) / 4;
+    int blocks = (n + 7) / 8;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 8) if ((double)m * n * k > 200000.0)
+#pragma omp parallel for schedule(dynamic, 4) if ((double)m * n * k > 200000.0)
 #endif
     for (int jb = 0; jb < blocks; jb++) {
-        int j0 = jb * 4, nb = n - j0 < 4 ? n - j0 : 4;
-        const float *b[4];
-        float out[16];
-        for (int r = 0; r < 4; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
-        for (int i0 = 0; i0 < m; i0 += 4) {
-            int mr = m - i0 < 4 ? m - i0 : 4;
-            const float *a[4];
-            for (int i = 0; i < 4; i++) a[i] = A + (size_t)(i0 + (i < mr ? i : mr - 1)) * lda;
-            gemm_dot_tile(out, a, b, k);
-            for (int i = 0; i < mr; i++)
-                for (int r = 0; r < nb; r++)
-                    C[(size_t)(i0 + i) * ldc + j0 + r] = out[i * 4 + r] + (bias ? bias[j0 + r] : 0.0f);
+        int j0 = jb * 8, nb = n - j0 < 8 ? n - j0 : 8;
+        const float *b[8];
+        float out[8];
+        /* rows of B past the end repeat the last one; their results are dropped */
+        for (int r = 0; r < 8; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
+        for (int i = 0; i < m; i++) {
+            gemm_dot_1x8(out, A + (size_t)i * lda, b, k);
+            for (int r = 0; r < nb; r++) C[(size_t)i * ldc + j0 + r] = out[r] + (bias ? bias[j0 + r] : 0.0f);
         }
     }
 }
+
+#define MC 512   /* rows of A per pass: bounds the copy of A (MC x k floats) */
 
 static void gemm_nt(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
                     const float *bias, int m, int n, int k)
 {
     float *pa = NULL;
+    int passes, rows;
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {   /* empty sums */
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
         return;
     }
-    /* the strips need room for m rows of k, padded to a multiple of VL; without it, dots */
-    if (m >= 16 && (size_t)k <= ((size_t)-1) / sizeof(float) / ((size_t)m + VL))
-        pa = malloc((size_t)((m + VL - 1) / VL) * VL * k * sizeof(float));
-    if (pa) gemm_strips(C, ldc, A, lda, B, ldb, bias, m, n, k, pa);
-    else gemm_dots(C, ldc, A, lda, B, ldb, bias, m, n, k);
+    if (m < 16) {
+        gemm_dots(C, ldc, A, lda, B, ldb, bias, m, n, k);
+        return;
+    }
+    /* passes of at most MC rows, as even as can be; each copied into strips
+     * padded to a multiple of VL rows. Without memory for that, dots. */
+    passes = (m + MC - 1) / MC;
+    rows = (m + passes - 1) / passes;
+    if ((size_t)k <= ((size_t)-1) / sizeof(float) / ((size_t)rows + VL))
+        pa = malloc((size_t)((rows + VL - 1) / VL) * VL * k * sizeof(float));
+    if (!pa) {
+        gemm_dots(C, ldc, A, lda, B, ldb, bias, m, n, k);
+        return;
+    }
+    for (int i0 = 0; i0 < m; i0 += rows)
+        gemm_strips(C + (size_t)i0 * ldc, ldc, A + (size_t)i0 * lda, lda, B, ldb, bias,
+                    m - i0 < rows ? m - i0 : rows, n, k, pa);
     free(pa);
 }
 
@@ -305,7 +319,7 @@ void clip_linear(float *y, const float *x, const float *w, const float *b, int n
  * 1e-16), 2^n built in the exponent bits from the integer that rounding
  * left in the low bits of z / ln2 + 1.5 * 2^52. Callers keep |z| <= 708
  * (NaN goes through as NaN, and no out-of-range conversion happens). */
-static double exp_vec(double z)
+static inline double exp_vec(double z)
 {
     double big = z * 1.4426950408889634074 + 0x1.8p52, n = big - 0x1.8p52;
     double r = (z - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10, p, s;
@@ -332,12 +346,12 @@ static double exp_vec(double z)
 
 /* |x| limited to the float whose bits are `limit` (NaN kept when keep_nan):
  * integer compares, so that compilers vectorize the loops around it */
-static float clamp_abs(float x, uint32_t limit, int keep_nan)
+static inline float clamp_abs(float x, uint32_t limit, int keep_nan)
 {
     uint32_t u, a;
     memcpy(&u, &x, sizeof u);
     a = u & 0x7fffffffu;
-    if (!(keep_nan && a > 0x7f800000u)) a = a < limit ? a : limit;
+    a = a < limit || (keep_nan && a > 0x7f800000u) ? a : limit;
     u = (u & 0x80000000u) | a;
     memcpy(&x, &u, sizeof x);
     return x;
@@ -387,10 +401,8 @@ void clip_softmax(float *x, int n, int d)
         float *xi = x + (size_t)i * d, max = xi[0];
         double sum = 0.0;
         for (int j = 1; j < d; j++) if (xi[j] > max) max = xi[j];
-        for (int j = 0; j < d; j++) {
-            xi[j] = (float)exp_vec(clamp_abs(xi[j] - max, F32_700, 1));
-            sum += xi[j];
-        }
+        for (int j = 0; j < d; j++) xi[j] = (float)exp_vec(clamp_abs(xi[j] - max, F32_700, 1));
+        for (int j = 0; j < d; j++) sum += xi[j];
         for (int j = 0; j < d; j++) xi[j] = (float)(xi[j] / sum);
     }
 }
@@ -475,14 +487,16 @@ void clip_attention(float *out, const float *q, const float *k, const float *v,
                     int n, int heads, int head_dim, int causal, float *scratch)
 {
     int d = heads * head_dim, threads = 1;
-    size_t nn = (size_t)n * n;
+    size_t nn = 0;
     float *S = NULL;
     if (n <= 0 || heads <= 0) return;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    if ((double)nn * threads * sizeof(float) < (double)((size_t)-1 / 2))
+    if ((double)n * n * threads * sizeof(float) < (double)((size_t)-1 / 2)) {
+        nn = (size_t)n * n;
         S = malloc(nn * threads * sizeof(float));
+    }
     if (!S) {
         for (int r = 0; r < heads * n; r++) {
             int h = r / n, i = r % n, off = h * head_dim;

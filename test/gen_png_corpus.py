@@ -129,11 +129,32 @@ def smooth_field(h, w, ch, rng, maxval):
     return np.clip(np.rint(out * maxval), 0, maxval).astype(np.int64)
 
 
-def random_png(rng, w, h):
+PNG_COMBOS = [(0, 1), (0, 2), (0, 4), (0, 8), (0, 16), (2, 8), (2, 16), (3, 1), (3, 2), (3, 4), (3, 8),
+              (4, 8), (4, 16), (6, 8), (6, 16)]
+
+
+def random_apng(rng, w, h):
+    """An animated PNG written by Pillow: Pillow's frame 0 is the image."""
+    from PIL import Image
+    mode = str(rng.choice(["RGB", "RGBA", "P", "L"]))
+    frames = [Image.fromarray(smooth_field(h, w, 3, rng, 255).astype(np.uint8)).convert(mode)
+              for _ in range(int(rng.integers(2, 4)))]
+    buf = io.BytesIO()
+    default = bool(rng.random() < 0.5)
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:], default_image=default, duration=40)
+    return buf.getvalue(), "apng %s %d frames%s" % (mode, len(frames), " default image" if default else "")
+
+
+def random_png(rng, w, h, force=None):
+    """force: (colour type, bit depth, interlace) instead of random ones."""
+    if force is None and rng.random() < 0.05:
+        return random_apng(rng, w, h)
     ct = int(rng.choice([0, 2, 3, 4, 6]))
     bd = int(rng.choice({0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16]}[ct]))
-    ch = CHANNELS[ct]
     interlace = rng.random() < 0.3
+    if force:
+        ct, bd, interlace = force
+    ch = CHANNELS[ct]
     chunks_before, chunks_after = [], []
     if ct == 3:
         nmax = 1 << bd
@@ -171,6 +192,15 @@ def random_png(rng, w, h):
         chunks_before.append(png_chunk(b"iTXt", b"Key\0\1\0en\0Key\0" + zlib.compress("caf\u00e9".encode())))
     if rng.random() < 0.1:
         chunks_before.append(png_chunk(b"prVt", b"private ancillary"))
+    if rng.random() < 0.1:
+        chunks_before.append(png_chunk(b"sRGB", b"\0"))
+    if rng.random() < 0.1:
+        chunks_before.append(png_chunk(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000,
+                                                              15000, 6000)))
+    if rng.random() < 0.1:
+        chunks_before.append(png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(200))))
+    if rng.random() < 0.1:
+        chunks_before.append(png_chunk(b"tIME", struct.pack(">HBBBBB", 2024, 1, 2, 3, 4, 5)))
     if rng.random() < 0.2:
         chunks_after.append(png_chunk(b"tEXt", b"After\0the image data"))
     raw = png_raw(samples, ct, bd, interlace, rng)
@@ -224,9 +254,12 @@ def _bmp_rle(idx, rle4, rng):
     return bytes(out)
 
 
-def random_bmp(rng, w, h):
+def random_bmp(rng, w, h, force=None):
+    """force: (bits, header size) instead of random ones."""
     bits = int(rng.choice([1, 4, 8, 8, 16, 24, 24, 32]))
     header = int(rng.choice([40, 40, 40, 12, 64, 108, 124])) if bits not in (16, 32) else int(rng.choice([40, 108, 124]))
+    if force:
+        bits, header = force
     if header == 12 and bits in (16, 32):
         header = 40
     top_down = header != 12 and rng.random() < 0.3
@@ -346,14 +379,19 @@ def _ppm_ws(rng):
     return s
 
 
-def random_ppm(rng, w, h):
+def random_ppm(rng, w, h, force=None):
+    """force: (magic, maxval) instead of random ones."""
     magic = rng.choice([b"P4", b"P5", b"P6"])
+    if force:
+        magic = force[0]
     if magic == b"P4":
         bits = rng.integers(0, 2, (h, w))
         body = _pack_rows(bits, 1).tobytes()
         head = b"P4" + _ppm_ws(rng) + b"%d" % w + _ppm_ws(rng) + b"%d" % h + b"\n"
         return head + body, "pbm P4"
     maxval = int(rng.choice([255, 255, 1, 3, 15, 100, 254, 256, 1000, 4095, 65535, int(rng.integers(1, 65536))]))
+    if force:
+        maxval = force[1]
     ch = 3 if magic == b"P6" else 1
     v = smooth_field(h, w, ch, rng, maxval)
     if rng.random() < 0.1:
@@ -366,7 +404,7 @@ def random_ppm(rng, w, h):
 # --------------------------------------------------------------------------
 # JPEG (through Pillow)
 
-def random_jpeg(rng, w, h):
+def random_jpeg(rng, w, h, force=None):
     from PIL import Image
     gray = rng.random() < 0.2
     arr = smooth_field(h, w, 1 if gray else 3, rng, 255).astype(np.uint8)
@@ -400,20 +438,32 @@ def random_size(rng, big):
 
 
 def corpus(n, seed, outdir, kinds=("png", "bmp", "ppm", "jpeg"), big=False):
+    """n files: first one of each PNG colour type / bit depth (Adam7 every
+    other one), BMP depth and header, PPM magic and maxval kind, then random
+    ones."""
     rng = np.random.default_rng(seed)
     os.makedirs(outdir, exist_ok=True)
     makers = {"png": (random_png, "png"), "bmp": (random_bmp, "bmp"), "ppm": (random_ppm, "ppm"),
               "jpeg": (random_jpeg, "jpg")}
+    cover = [("png", (ct, bd, i % 2 == 1)) for i, (ct, bd) in enumerate(PNG_COMBOS)]
+    cover += [("bmp", f) for f in [(1, 40), (4, 40), (8, 40), (16, 40), (24, 40), (32, 108), (8, 12), (4, 124)]]
+    cover += [("ppm", f) for f in [(b"P4", 1), (b"P5", 255), (b"P5", 65535), (b"P5", 100), (b"P5", 1000),
+                                   (b"P6", 255), (b"P6", 15), (b"P6", 65535)]]
+    cover += [("jpeg", None)] * 4
+    cover = [c for c in cover if c[0] in kinds]
     weights = {"png": 5, "bmp": 2, "ppm": 1, "jpeg": 2}
     ks = list(kinds)
     p = np.array([weights[k] for k in ks], np.float64)
     p /= p.sum()
     out = []
     for i in range(n):
-        k = ks[int(rng.choice(len(ks), p=p))]
+        if i < len(cover):
+            k, force = cover[i]
+        else:
+            k, force = ks[int(rng.choice(len(ks), p=p))], None
         w, h = random_size(rng, big)
         fn, ext = makers[k]
-        data, desc = fn(rng, w, h)
+        data, desc = fn(rng, w, h, force)
         path = os.path.join(outdir, "c%05d.%s" % (i, ext))
         with open(path, "wb") as f:
             f.write(data)
@@ -493,3 +543,82 @@ def broken(sources, n, seed, outdir):
             f.write(bad)
         out.append((path, "%s: %s" % (os.path.basename(src), how)))
     return out
+
+
+def hostile(outdir):
+    """Hand-made files that try to make a decoder allocate, loop or read
+    too much: oversized headers, chunk lengths past the end, zlib bombs in
+    text chunks, too much text, a palette of 257 entries, deep RLE deltas."""
+    os.makedirs(outdir, exist_ok=True)
+    files = []
+
+    def put(name, data, desc):
+        path = os.path.join(outdir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        files.append((path, desc))
+
+    def png(w, h, bd=8, ct=2, extra=b"", raw=None, il=0):
+        ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bd, ct, 0, 0, il))
+        body = zlib.compress(raw if raw is not None else b"\0" * 7)
+        return PNG_SIG + ihdr + extra + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+
+    put("h_png_huge.png", png(100000, 100000), "PNG 100000x100000")
+    put("h_png_limit.png", png(8193, 8192, 1, 0), "PNG one row over CLIP_MAX_PIXELS")
+    put("h_png_wide.png", png(0x7FFFFFFF, 1, 16, 6), "PNG 2^31-1 x 1, 16-bit RGBA")
+    put("h_png_zero.png", png(0, 5), "PNG of width 0")
+    d = bytearray(png(4, 4))
+    d[33:37] = b"\xff\xff\xff\xf0"
+    put("h_png_chunklen.png", bytes(d), "PNG IDAT length 0xfffffff0")
+    put("h_png_ztxt_bomb.png", png(2, 2, extra=png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"\0" * 1100000))),
+        "PNG zTXt decompressing to 1.1 MB")
+    put("h_png_itxt_bomb.png", png(2, 2, extra=png_chunk(b"iTXt", b"k\0\1\0\0\0" + zlib.compress(b"a" * 1100000))),
+        "PNG iTXt decompressing to 1.1 MB")
+    put("h_png_iccp_bomb.png", png(2, 2, extra=png_chunk(b"iCCP", b"p\0\0" + zlib.compress(b"\0" * 1100000))),
+        "PNG iCCP decompressing to 1.1 MB")
+    many = png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"\0" * 1048576)) * 65
+    put("h_png_text_memory.png", png(2, 2, extra=many), "PNG 65 MiB of zTXt text")
+    put("h_png_plte257.png", png(2, 2, 8, 3, extra=png_chunk(b"PLTE", bytes(771)), raw=b"\0\1\2\0\3\4"),
+        "PNG palette of 257 entries")
+    bomb = zlib.compress(b"\0" * (1 + 3 * 3000) * 2000, 9)
+    put("h_png_zbomb.png", PNG_SIG + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 3000, 2000, 8, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", bomb) + png_chunk(b"IEND", b""), "PNG 3000x2000 from %d bytes of zlib" % len(bomb))
+    extra_data = zlib.compress(b"\0" * (1 + 3 * 64) * 80)
+    put("h_png_extra_rows.png", PNG_SIG + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 40, 8, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", extra_data) + png_chunk(b"IEND", b""), "PNG with twice the rows it declares")
+    # Pillow feeds zlib 64 KiB at a time and stops at the last row, so a bad
+    # Adler-32 (or the end of the stream) counts only when zlib reached it
+    # in the same feed block; stored blocks put the bytes where wanted
+    def stored_png(w, h, rows, adler_ok, split=None, cut=0):
+        raw = b"".join(b"\0" + bytes([(r * 7 + c) & 255 for c in range(w)]) for r in range(rows))
+        raw = raw[:len(raw) - cut]
+        z = b"\x78\x01"
+        for i in range(0, len(raw), 65535):
+            part = raw[i:i + 65535]
+            z += b"\0" + struct.pack("<HH", len(part), len(part) ^ 0xFFFF) + part
+        tail = b"\1\0\0\xff\xff" + struct.pack(">I", zlib.adler32(raw) ^ (0 if adler_ok else 1))
+        idat = [z + tail] if split is None else [z, tail]
+        return (PNG_SIG + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + b"".join(png_chunk(b"IDAT", x) for x in idat) + png_chunk(b"IEND", b""))
+
+    put("h_feed_adler_in_block.png", stored_png(2, 21840, 21840, False), "bad Adler-32 inside the first 64 KiB")
+    put("h_feed_adler_next_block.png", stored_png(2, 21843, 21843, False), "bad Adler-32 just past 64 KiB")
+    put("h_feed_adler_straddles.png", stored_png(2, 21842, 21842, False), "final block straddling 64 KiB")
+    put("h_feed_short_stream.png", stored_png(2, 100, 50, True), "stream ends after row 50 of 100")
+    put("h_feed_short_split.png", stored_png(2, 100, 50, True, split=True),
+        "stream ends after row 50 of 100, end in the next IDAT")
+    put("h_feed_short_partial.png", stored_png(2, 100, 50, True, cut=1), "stream ends inside row 50")
+    put("h_bmp_huge.bmp", b"BM" + struct.pack("<IHHI", 0, 0, 0, 54) +
+        struct.pack("<IiiHHIIiiII", 40, 0x7FFFFFFF, 0x7FFFFFFF, 1, 24, 0, 0, 0, 0, 0, 0), "BMP 2^31-1 square")
+    put("h_bmp_negw.bmp", b"BM" + struct.pack("<IHHI", 0, 0, 0, 54) +
+        struct.pack("<IiiHHIIiiII", 40, -5, 5, 1, 24, 0, 0, 0, 0, 0, 0) + bytes(100), "BMP width -5")
+    put("h_bmp_rle_delta.bmp", b"BM" + struct.pack("<IHHI", 0, 0, 0, 54 + 8) +
+        struct.pack("<IiiHHIIiiII", 40, 3000, 2000, 1, 8, 1, 0, 0, 0, 2, 0) + bytes(8) +
+        b"\0\2\0\0\xff\xff" * 10 + b"\0\1", "BMP 3000x2000 RLE8 made of deltas")
+    put("h_bmp_colors.bmp", b"BM" + struct.pack("<IHHI", 0, 0, 0, 0) +
+        struct.pack("<IiiHHIIiiII", 40, 2, 2, 1, 8, 0, 0, 0, 0, 0xFFFFFFFF, 0) + bytes(64), "BMP 2^32-1 colours")
+    put("h_ppm_huge.ppm", b"P6 100000 100000 255\n" + bytes(30), "PPM 100000x100000")
+    put("h_ppm_token.ppm", b"P5 123456789012 1 255\n", "PPM 12-digit width")
+    put("h_ppm_maxval0.ppm", b"P5 1 1 0\n\0", "PPM maxval 0")
+    put("h_ppm_comment.ppm", b"P5 2#c\n3 1 255\n" + bytes(23), "PPM comment inside a number")
+    return files

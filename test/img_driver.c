@@ -24,7 +24,8 @@ static int fail(const char *msg)
     return 1;
 }
 
-/* Write a little-endian .npy (version 1.0); on any failure remove the file. */
+/* Write a .npy (version 1.0) in this machine's byte order; on any failure
+ * remove the file. */
 static int write_npy(const char *path, const char *descr, const int *shape, int ndim,
                      const void *data, size_t nbytes, char *err)
 {
@@ -156,8 +157,8 @@ static int read_rgb_npy(const char *path, clip_image *img, char *err)
         p = end;
         while (*p == ',' || *p == ' ') p++;
     }
+    if (*p != ')' || dim[2] != 3) { free(hdr); goto bad; }
     free(hdr);
-    if (*p != ')' || dim[2] != 3) goto bad;
     off += hlen;
     if (dim[0] > CLIP_MAX_PIXELS / dim[1] ||
         (size_t)dim[0] * (size_t)dim[1] * 3 != size - off) goto bad;
@@ -256,8 +257,11 @@ static int cmd_preprocess(int argc, char **argv)
     clip_image_free(&img);
     if (rc) { free(out); return fail(err); }
     shape[0] = 1; shape[1] = 3; shape[2] = cfg.crop_h; shape[3] = cfg.crop_w;
-    rc = write_npy(argv[4], "<f4", shape, 4, out,
-                   (size_t)3 * (size_t)cfg.crop_h * (size_t)cfg.crop_w * sizeof(float), err);
+    {
+        const uint16_t one = 1;
+        rc = write_npy(argv[4], *(const uint8_t *)&one ? "<f4" : ">f4", shape, 4, out,
+                       (size_t)3 * (size_t)cfg.crop_h * (size_t)cfg.crop_w * sizeof(float), err);
+    }
     free(out);
     if (rc) return fail(err);
     return 0;

@@ -298,6 +298,17 @@ def model_cases(model):
     path = write("random_model.bin", bytes(rng.getrandbits(8) for _ in range(4096)))
     expect_refused("info -m random_model.bin", ["info", "-m", path])
 
+    # well-formed files whose attention would run for hours: tokens^2 work from a small file
+    sys.path.insert(0, os.path.join(ROOT, "test", "fuzz"))
+    from make_seeds import tiny_model
+    out = os.path.join(WORK, "out.npy")
+    path = write("vision_grid_256x256.bin", tiny_model(d=2, heads=1, patch=1, size=256))
+    expect_refused("embed --image with 65537 image tokens (patch 1, image 256)",
+                   ["embed", "-m", path, "--image", os.path.join(IMAGES, "cat_1x1.png"), "-o", out], out)
+    path = write("text_positions_65536.bin", tiny_model(d=2, heads=1, positions=65536))
+    expect_refused("embed --text with 65536 positions (more than the 16384 clip.c accepts)",
+                   ["embed", "-m", path, "--text", "a " * 1000, "-o", out], out)
+
 
 # ---------------------------------------------------------------------------
 # Regression files from fuzzing (test/regress/)

@@ -24,13 +24,13 @@ What is checked, through test/img_driver.c's `resize` and `preprocess` commands:
 5. the library API on bad arguments (a small C program), and timings of a
    3000x2000 image against Pillow's resize in the same run.
 
-The `preprocess` command reads the image with image.c's PPM decoder
-(RESIZE_TEST_IMAGE_C=FILE links another image.c instead).
-RESIZE_TEST_EXTRA_FLAGS="-m32 -O2" adds a third driver built with those flags, run
-through RESIZE_TEST_EXTRA_RUNNER (e.g. qemu-i386) when set.
-Both drivers are checked: one built with the house flags (-O2) and one with
+Two drivers are checked: one built with the house flags (-O2) and one with
 the Makefile's (-O3 -march=native -ffp-contract=fast, which would let a
 compiler fuse the weight arithmetic into fma).
+RESIZE_TEST_EXTRA_FLAGS="-m32 -O2" adds a third driver built with those flags, run
+through RESIZE_TEST_EXTRA_RUNNER (e.g. qemu-i386) when set.
+The `preprocess` command reads the image with image.c's PPM decoder
+(RESIZE_TEST_IMAGE_C=FILE links another image.c instead).
 The last line is `resize: N passed, M failed`.
 """
 import argparse

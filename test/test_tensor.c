@@ -155,6 +155,8 @@ int main(void)
     test_linear(100, 300, 25, 1);
     test_linear(130, 257, 12, 1);
     test_linear(200, 1, 50, 1);
+    test_linear(1100, 20, 7, 1);     /* rows in several passes */
+    test_linear(800, 64, 13, 0);
     test_layer_norm(1, 1);
     test_layer_norm(7, 513);
     test_layer_norm(50, 768);

@@ -10,7 +10,6 @@ give native's embeddings. Skipped, with a message, where emcc is not installed.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -33,7 +32,7 @@ os.makedirs(WOUT, exist_ok=True)
 ARTICLE = ["a photo of a cat", "a photo of a dog", "a photo of an airplane", "一张彩色的猫图片"]
 
 t0 = time.time()
-p = run(["make", "-s", "wasm"], ok=False, cwd=ROOT)
+p = run(["make", "-s", "-B", "wasm"], ok=False, cwd=ROOT)   # -B: always compile, so warnings are seen
 if not R.check(p.returncode == 0 and os.path.exists(WASM) and os.path.exists(os.path.join(ROOT, "web", "clip.js")),
                f"make wasm builds build/wasm/clip.js and web/clip.js ({time.time() - t0:.0f} s)"):
     print(p.stdout.decode(errors="replace")[-3000:], p.stderr.decode(errors="replace")[-3000:])

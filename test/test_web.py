@@ -1,7 +1,9 @@
 """The web page: web/index.html in headless Chromium gives `clip match --json`'s probabilities.
 
 web/ (after `make wasm`), a tiny model and two images are copied into a temporary folder and served
-by `python3 -m http.server` on 127.0.0.1; test/test_web.js (playwright-core) picks the files, clicks
+by `python3 -m http.server` on 127.0.0.1 (with the full-size synthetic ViT-B/32,
+test/out/synthetic-b32.bin, when test_fullsize.py has made it: its probabilities are not
+saturated); test/test_web.js (playwright-core) picks the files, clicks
 Run and reads the table. The probabilities shown (4 decimals) must be within 1e-4 of native
 `clip match --json`; a bad image must give an error message on the page. The page after the first
 run is saved as test/out/web.png. Skipped, with a message, without emcc, Chromium or playwright-core
@@ -64,6 +66,12 @@ try:
         files[name] = shutil.copy(converted(name), os.path.join(site, name + ".bin"))
     for name in ["chelsea.png", "cat_q90_420.jpg", "bad_garbage.jpg"]:
         files[name] = shutil.copy(os.path.join(IMAGES, name), os.path.join(site, name))
+    synthetic = os.path.join(OUT, "synthetic-b32.bin")
+    if os.path.exists(synthetic):   # 600 MB: linked, not copied
+        files["synthetic-b32"] = os.path.join(site, "synthetic-b32.bin")
+        os.symlink(synthetic, files["synthetic-b32"])
+    else:
+        print("note: test/out/synthetic-b32.bin not found (made by test_fullsize.py): no full-size model in the page")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", site],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -78,6 +86,8 @@ try:
              ("tiny-b32", "cat_q90_420.jpg", "torchvision", OTHER),
              ("tiny-b16-gelu", "chelsea.png", "pil", ARTICLE),
              ("tiny-b16-gelu", "bad_garbage.jpg", "pil", ARTICLE)]
+    if "synthetic-b32" in files:
+        steps.append(("synthetic-b32", "chelsea.png", "pil", ARTICLE))
     steps_file = os.path.join(site, "steps.json")
     json.dump([{"model": files[m], "image": files[i], "resize": "1" if r == "torchvision" else "0", "captions": c}
                for m, i, r, c in steps], open(steps_file, "w"))

@@ -418,6 +418,7 @@ int main(int argc, char **argv)
     }
     if (clip_tokenizer_load(&tok, section, size, err) != 0) {
         fprintf(stderr, "tok_driver: %s\n", err);
+        free(section);
         return 1;
     }
     rng_state = 88172645463325252ull;
