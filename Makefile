@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 EMCC    ?= emcc
 WASMFLAGS ?= -O3 -msimd128
 WARN     = -std=c99 -Wall -Wextra -pedantic
-LIBSRC   = clip.c tokenizer.c image.c image_jpeg.c image_resize.c tensor.c
+LIBSRC   = clip.c tokenizer.c image.c tensor.c
 HEADERS  = clip.h unicode_tables.h
 
 all: clip libclip.a

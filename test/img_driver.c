@@ -10,8 +10,7 @@
  * Exit 0 on success; 1 with "img_driver: error: MESSAGE" on stderr on failure,
  * and then no output file is left behind.
  *
- * Build: cc -std=c99 -O2 -Wall -Wextra -pedantic -I. test/img_driver.c image.c
- *        image_jpeg.c image_resize.c -lm
+ * Build: cc -std=c99 -O2 -Wall -Wextra -pedantic -I. test/img_driver.c image.c -lm
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,8 +8,9 @@
 # Builds (each in build/matrix/NAME/ from a copy of the sources, with the Makefile's own `clip` rule):
 #   gcc    CC=gcc, the Makefile's CFLAGS and OpenMP
 #   clang  CC=clang, the Makefile's CFLAGS and OpenMP (libomp-dev)
-#   m32    CC=gcc CFLAGS="-O2 -m32" OPENMP=   (32-bit size_t; run through qemu-i386 where the kernel
-#          cannot run i386 programs; the suites' own drivers are built -m32 too, without sanitizers)
+#   m32    CC=gcc CFLAGS="-O2 -m32" OPENMP=   (32-bit size_t; run through qemu-i386 -R 3G, a 3 GB
+#          guest address space as on 32-bit Linux, where the kernel cannot run i386 programs; the
+#          suites' own drivers are built -m32 too, without sanitizers)
 #   noomp  CC=gcc, the Makefile's CFLAGS, OPENMP=
 # A compiler warning fails the build. Suites: tensor (test/test_tensor.c built with the same compiler
 # and flags) and test/test_SUITE.py for each of $BUILD_SUITES, with CLIP_BIN set to the build's
@@ -37,7 +38,8 @@ m32_runner() {
 }
 
 # gcc -m32 for the drivers the suites compile: OUT is written as OUT.i386 plus a script OUT that
-# runs it through qemu-i386. Sanitizers are refused (they do not run under qemu), so the suites skip them.
+# runs it through qemu-i386 (-R 3G: qemu's default 4 GB reservation fails under test_hostile's
+# 4 GB address-space limit). Sanitizers are refused (they do not run under qemu), so the suites skip them.
 write_m32_cc() {
     cat > "$1" <<'EOF'
 #!/bin/sh
@@ -51,7 +53,7 @@ for a in "$@"; do
     prev=$a
 done
 gcc -m32 "$@" -o "$out.i386" || exit 1
-printf '#!/bin/sh\nexec qemu-i386 "%s" "$@"\n' "$(cd "$(dirname "$out")" && pwd)/$(basename "$out").i386" > "$out"
+printf '#!/bin/sh\nexec qemu-i386 -R 3G "%s" "$@"\n' "$(cd "$(dirname "$out")" && pwd)/$(basename "$out").i386" > "$out"
 chmod +x "$out"
 EOF
     chmod +x "$1"
@@ -77,7 +79,7 @@ for b in $BUILDS; do
         how=$(m32_runner)
         case $how in
             none*) echo "SKIPPED build m32: ${how#none: }"; note "m32: SKIPPED (${how#none: })"; skipped=$((skipped + 1)); continue ;;
-            qemu) runner=qemu-i386; write_m32_cc "$ROOT/$dir/cc-m32"; test_cc=$ROOT/$dir/cc-m32; images_args=--no-asan ;;
+            qemu) runner="qemu-i386 -R 3G"; write_m32_cc "$ROOT/$dir/cc-m32"; test_cc=$ROOT/$dir/cc-m32; images_args=--no-asan ;;
         esac
     fi
     cp Makefile ./*.c ./*.h "$dir/"

@@ -17,9 +17,12 @@ are made here from the golden images and a converted golden model:
 import io
 import os
 import random
+import resource
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import zlib
 
@@ -33,23 +36,45 @@ R = Report("hostile")
 IMAGES = os.path.join(GOLDEN, "images")
 WORK = os.path.join(OUT, "hostile")
 os.makedirs(WORK, exist_ok=True)
-LIMIT_S = 1.0
+LIMIT_S = 1.0          # each command must finish within this
+LIMIT_RSS_MB = 1024    # and never hold more memory than this (peak resident set)
 SANITIZER_MARKS = ("Sanitizer", "runtime error:", "==ERROR", "LeakSanitizer", "SUMMARY:")
 rng = random.Random(20261126)
+with open(CLIP, "rb") as f:
+    ASAN = b"__asan_init" in f.read()
+# a backstop so that a runaway allocation cannot take the machine down: address space for plain
+# builds, ASan's own RSS limit (it reserves terabytes of address space) for sanitized ones
+HARD_LIMIT = 4 << 30
+ENV = dict(os.environ)
+if ASAN:
+    ENV["ASAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "hard_rss_limit_mb=4096"]))
+
+
+def limit_memory():
+    if not ASAN:
+        resource.setrlimit(resource.RLIMIT_AS, (HARD_LIMIT, HARD_LIMIT))
 
 
 def run_clip(args):
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run([CLIP, *map(str, args)], capture_output=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return None, "", 10.0
-    return p.returncode, p.stderr.decode(errors="replace"), time.monotonic() - t0
+    """Run clip; return exit code (None if killed after 10 s), stderr, seconds, peak RSS in MB."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        p = subprocess.Popen([CLIP, *map(str, args)], stdout=out, stderr=err, env=ENV, preexec_fn=limit_memory)
+        timer = threading.Timer(10.0, p.kill)
+        timer.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        timer.cancel()
+        dt = time.monotonic() - t0
+        code = p.returncode = os.waitstatus_to_exitcode(status)
+        if code == -9 and dt >= 10.0:
+            code = None
+        err.seek(0)
+        return code, err.read().decode(errors="replace"), dt, usage.ru_maxrss / 1024
 
 
-def describe(code, err, dt):
+def describe(code, err, dt, rss):
     first = err.strip().split("\n")[0][:110] if err.strip() else ""
-    return f"exit {code}, {dt:.2f} s, {first!r}"
+    return f"exit {code}, {dt:.2f} s, {rss:.0f} MB, {first!r}"
 
 
 def clean(err):
@@ -60,10 +85,10 @@ def expect_refused(what, args, out=None):
     """exit 1, one `clip: error:` line, no output file, no sanitizer report, under LIMIT_S."""
     if out and os.path.exists(out):
         os.unlink(out)
-    code, err, dt = run_clip(args)
+    code, err, dt, rss = run_clip(args)
     good = (code == 1 and err.startswith("clip: error: ") and err.count("\n") <= 2 and clean(err)
-            and dt < LIMIT_S and not (out and os.path.exists(out)))
-    R.check(good, f"{what}: {describe(code, err, dt)}")
+            and dt < LIMIT_S and rss < LIMIT_RSS_MB and not (out and os.path.exists(out)))
+    R.check(good, f"{what}: {describe(code, err, dt, rss)}")
     if not clean(err):
         print(err[:3000])
     return good
@@ -100,11 +125,11 @@ def check_image(name, data, model, deep=False):
         return
     if os.path.exists(out):
         os.unlink(out)
-    code, err, dt = run_clip(["decode", path, "-o", out])
+    code, err, dt, rss = run_clip(["decode", path, "-o", out])
     same = code == 0 and os.path.exists(out) and np.array_equal(np.load(out), want)
-    R.check(same and clean(err) and dt < LIMIT_S,
+    R.check(same and clean(err) and dt < LIMIT_S and rss < LIMIT_RSS_MB,
             f"decode {name} (Pillow decodes it, {want.shape[1]}x{want.shape[0]}): same pixels {same}, "
-            f"{describe(code, err, dt)}")
+            f"{describe(code, err, dt, rss)}")
 
 
 # ---------------------------------------------------------------------------
@@ -192,6 +217,13 @@ def image_cases(model):
         check_image(f"random{k}.bin", magic + bytes(rng.randrange(256) for _ in range(3000)), model, deep=k < 2)
     check_image("empty.png", b"", model, deep=True)
     check_image("one_byte.jpg", b"\xff", model)
+
+    # not files: an endless stream of zeros, a directory
+    out = os.path.join(WORK, "out.npy")
+    for path in ["/dev/zero", WORK]:
+        if os.path.exists(path):
+            expect_refused(f"decode {path}", ["decode", path, "-o", out], out)
+            expect_refused(f"preprocess {path}", ["preprocess", "-m", model, path, "-o", out], out)
 
 
 # ---------------------------------------------------------------------------
@@ -329,9 +361,10 @@ def regress_cases(model):
         else:
             args = [["decode", path, "-o", out], ["preprocess", "-m", model, path, "-o", out]]
         for a in args:
-            code, err, dt = run_clip(a)
-            ok = code in (0, 1) and (code == 0 or err.startswith("clip: error: ")) and clean(err) and dt < LIMIT_S
-            R.check(ok, f"regress {n}: clip {a[0]}: {describe(code, err, dt)}")
+            code, err, dt, rss = run_clip(a)
+            ok = (code in (0, 1) and (code == 0 or err.startswith("clip: error: ")) and clean(err)
+                  and dt < LIMIT_S and rss < LIMIT_RSS_MB)
+            R.check(ok, f"regress {n}: clip {a[0]}: {describe(code, err, dt, rss)}")
             if not clean(err):
                 print(err[:3000])
 

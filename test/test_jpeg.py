@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_jpeg.py - the JPEG decoder (image_jpeg.c) against Pillow, pixel for pixel.
+"""test_jpeg.py - the JPEG decoder (image.c) against Pillow, pixel for pixel.
 
     /usr/bin/python3 test/test_jpeg.py [--n N] [--seed S] [--fuzz F] [--skip-bench] [--wasm]
 
@@ -25,7 +25,7 @@ the golden pixels): Image.open(f).convert("RGB"), or the exception it raises.
    1 only; and on x86-64 the same outcome as Pillow (refused by both, or
    identical pixels). On corrupt data libjpeg-turbo's results depend on its
    SIMD code, which we follow for x86; elsewhere this is only reported.
-4. image_jpeg.c compiles without warnings (gcc and clang, -std=c99 -Wall
+4. image.c compiles without warnings (gcc and clang, -std=c99 -Wall
    -Wextra -pedantic); a 32-bit build (gcc -m32, run natively or under
    qemu-i386 when either works) and with --wasm an emscripten build (node)
    decode the golden files and part of the corpus identically; and the CPU
@@ -55,8 +55,7 @@ GOLDEN = os.environ.get("CLIP_GOLDEN", os.path.join(ROOT, "..", "shared", "golde
 OUT = os.path.join(ROOT, "test", "out", "jpeg")
 CC = os.environ.get("CC", "cc")
 IMAGE_C = os.environ.get("JPEG_TEST_IMAGE_C", os.path.join(ROOT, "image.c"))
-SOURCES = [os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C,
-           os.path.join(ROOT, "image_jpeg.c"), os.path.join(ROOT, "image_resize.c")]
+SOURCES = [os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C]
 
 # libjpeg's SOF0/1/2 etc.: used to find where entropy-coded data starts
 SOS = b"\xff\xda"
@@ -162,9 +161,9 @@ def build(rep):
             print(f"skip {cc} not installed")
             continue
         flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"] + (["-O2"] if cc == "gcc" else [])
-        p = run([cc, *flags, "-I", ROOT, "-c", os.path.join(ROOT, "image_jpeg.c"), "-o",
-                 os.path.join(OUT, f"image_jpeg_{cc}.o")])
-        rep.check(p.returncode == 0, f"image_jpeg.c compiles warning-free with {cc}")
+        p = run([cc, *flags, "-I", ROOT, "-c", IMAGE_C, "-o",
+                 os.path.join(OUT, f"image_{cc}.o")])
+        rep.check(p.returncode == 0, f"image.c compiles warning-free with {cc}")
         if p.returncode:
             print(p.stderr.decode(errors="replace"))
     return drv, asan, ycck
@@ -586,8 +585,7 @@ def test_bench(rep, work):
     exes = []
     for label, flags in (("-O2", ["-O2"]), ("-O3 -march=native", ["-O3", "-march=native"])):
         exe = os.path.join(OUT, "jpeg_bench" + flags[0])
-        p = run([CC, "-std=c99", *flags, "-I", ROOT, src, IMAGE_C, os.path.join(ROOT, "image_jpeg.c"),
-                 os.path.join(ROOT, "image_resize.c"), "-lm", "-o", exe])
+        p = run([CC, "-std=c99", *flags, "-I", ROOT, src, IMAGE_C, "-lm", "-o", exe])
         if rep.check(p.returncode == 0, f"timing harness builds with {label}"):
             exes.append((label, exe))
         else:

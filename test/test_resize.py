@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_resize.py - bicubic resizing and CLIPImageProcessor preprocessing (image_resize.c).
+"""test_resize.py - bicubic resizing and CLIPImageProcessor preprocessing (image.c).
 
     /usr/bin/python3 test/test_resize.py [--n N] [--seed S] [--skip-bench]
 
@@ -224,8 +224,7 @@ def grey_levels(x):
 def build(name, flags):
     exe = os.path.join(OUT, name)
     cmd = [CC, "-std=c99", *flags, "-Wall", "-Wextra", "-pedantic", "-I" + ROOT,
-           os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C,
-           os.path.join(ROOT, "image_jpeg.c"), os.path.join(ROOT, "image_resize.c"), "-lm", "-o", exe]
+           os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C, "-lm", "-o", exe]
     p = subprocess.run(cmd, capture_output=True, text=True)
     return exe if p.returncode == 0 else None, p.stderr
 
@@ -286,7 +285,7 @@ def random_case(rng, i):
 
 
 # ----------------------------------------------------------------------------
-# The API checks and timings (a small C program built against image_resize.c)
+# The API checks and timings (a small C program built against image.c)
 # ----------------------------------------------------------------------------
 
 API_C = r"""
@@ -433,10 +432,10 @@ def main():
         sys.exit(1)
     for cc in ("gcc", "clang"):
         p = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-I" + ROOT, "-c",
-                            os.path.join(ROOT, "image_resize.c"), "-o", os.path.join(OUT, "ir.o")],
+                            IMAGE_C, "-o", os.path.join(OUT, "ir.o")],
                            capture_output=True, text=True)
         if p.returncode == 0 or "not found" not in p.stderr:
-            rep.check(p.returncode == 0 and not p.stderr.strip(), f"{cc} compiles image_resize.c warning-free"
+            rep.check(p.returncode == 0 and not p.stderr.strip(), f"{cc} compiles image.c warning-free"
                       + (f"\n{p.stderr}" if p.stderr.strip() else ""))
 
     # -- 1. golden images -----------------------------------------------------
@@ -556,7 +555,7 @@ def main():
     api = os.path.join(OUT, "resize_api")
     with open(api_c, "w") as f:
         f.write(API_C)
-    p = subprocess.run([CC, "-std=c99", "-O2", "-I" + ROOT, api_c, os.path.join(ROOT, "image_resize.c"),
+    p = subprocess.run([CC, "-std=c99", "-O2", "-I" + ROOT, api_c, IMAGE_C,
                         "-lm", "-o", api], capture_output=True, text=True)
     if rep.check(p.returncode == 0, "API test program builds" + (f"\n{p.stderr}" if p.returncode else "")):
         reps = 0 if args.skip_bench else 5

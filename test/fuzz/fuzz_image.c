@@ -2,6 +2,7 @@
  *
  *   bytes -> clip_image_decode (PNG, JPEG, PPM/PGM, BMP; Pillow's convert("RGB"))
  *         -> clip_image_preprocess in both resize modes (CLIPImageProcessor)
+ *         -> clip_png_encode, decoded again to the same pixels
  *
  * Built by `make fuzz T=image` (also T=png, T=jpeg: the same target run on
  * format-specific seeds). Every return code and message is checked against
@@ -66,6 +67,32 @@ static void preprocess(const clip_image *img, int size, int crop_w, int crop_h)
     free(out);
 }
 
+/* clip_png_encode, then decode that PNG: the same pixels must come back
+ * (the fuzzed pixels are the worst case for the encoder's output bound). */
+static void png_roundtrip(const clip_image *img)
+{
+    clip_image back = {0, 0, NULL};
+    uint8_t *png = NULL;
+    size_t n = 0;
+    char err[CLIP_ERR_SIZE];
+    int rc;
+    err[0] = 0;
+    rc = clip_png_encode(img, &png, &n, err);
+    if (rc != CLIP_OK) {
+        check_error(rc, err);
+        return;
+    }
+    err[0] = 0;
+    rc = clip_image_decode(png, n, &back, err);
+    if (rc != CLIP_OK || back.w != img->w || back.h != img->h ||
+        memcmp(back.rgb, img->rgb, (size_t)img->w * img->h * 3) != 0) {
+        fprintf(stderr, "fuzz_image: the PNG of a %d x %d image does not decode to it (%s)\n", img->w, img->h, err);
+        abort();
+    }
+    clip_image_free(&back);
+    free(png);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     clip_image img = {0, 0, NULL};
@@ -92,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if ((long)img.w * img.h <= PREPROCESS_MAX_PIXELS) {
         preprocess(&img, 7, 5, 3);      /* a downscale, a crop inside the image */
         preprocess(&img, 40, 45, 29);   /* an upscale of small images, a crop wider than the image */
+        png_roundtrip(&img);
     }
     clip_image_free(&img);
     return (int)(sum & 0);
