@@ -3235,10 +3235,14 @@ int clip_image_decode(const uint8_t *data, size_t size, clip_image *img, char *e
     return rc;
 }
 
+/* No image within CLIP_MAX_PIXELS needs a larger file (an uncompressed
+ * 16-bit RGBA PNG of 8192 x 8192 is 537 MB). */
+#define LOAD_MAX_BYTES (1L << 30)
+
 int clip_image_load(const char *path, clip_image *img, char *err)
 {
     FILE *f;
-    uint8_t *buf = NULL;
+    uint8_t *buf = NULL, head[8];
     size_t n = 0, cap = 0;
     char msg[CLIP_ERR_SIZE];
     int rc;
@@ -3249,24 +3253,51 @@ int clip_image_load(const char *path, clip_image *img, char *err)
     if (!path) return png_fail(err, CLIP_EINPUT, "no image path given");
     f = fopen(path, "rb");
     if (!f) return png_fail(err, CLIP_EIO, "%s: %s", path, strerror(errno));
-    /* size the buffer from the file length when it has one (not a pipe) */
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long len = ftell(f);
-        if (len >= 0 && (unsigned long)len < (size_t)-1 - 1 && fseek(f, 0, SEEK_SET) == 0) {
-            cap = (size_t)len + 1;
-            buf = malloc(cap);
-            if (!buf) {
-                fclose(f);
-                return png_fail(err, CLIP_ENOMEM, "%s: out of memory reading the file", path);
-            }
-        } else rewind(f);
+    /* the first bytes name the format, as in Image.open: anything else is
+     * refused before the rest is read (a directory, an endless /dev/zero) */
+    errno = 0;
+    n = fread(head, 1, sizeof head, f);
+    if (ferror(f)) {
+        int e = errno;
+        fclose(f);
+        return png_fail(err, CLIP_EIO, "%s: %s", path, e ? strerror(e) : "read error");
     }
+    if (n == sizeof head && memcmp(head, "\x89PNG\r\n\x1a\n", 8) && !(head[0] == 0xff && head[1] == 0xd8 && head[2] == 0xff) &&
+        !(head[0] == 'B' && head[1] == 'M') && !(head[0] == 'P' && head[1] >= '1' && head[1] <= '6')) {
+        fclose(f);
+        return png_fail(err, CLIP_EINPUT, "%s: cannot identify image format (not PNG, JPEG, PPM/PGM/PBM or BMP)", path);
+    }
+    /* size the buffer from the file length when it has one (not a pipe) */
+    if (n == sizeof head && fseek(f, 0, SEEK_END) == 0) {
+        long len = ftell(f);
+        if (len >= LOAD_MAX_BYTES) {
+            fclose(f);
+            return png_fail(err, CLIP_EINPUT, "%s: the file is larger than %ld bytes, more than any image needs", path, LOAD_MAX_BYTES);
+        }
+        if (len < (long)n || fseek(f, (long)n, SEEK_SET) != 0) {
+            fclose(f);
+            return png_fail(err, CLIP_EIO, "%s: read error", path);
+        }
+        cap = (size_t)len + 1;
+    }
+    if (cap < ((size_t)1 << 16)) cap = (size_t)1 << 16;
+    buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        return png_fail(err, CLIP_ENOMEM, "%s: out of memory reading the file", path);
+    }
+    memcpy(buf, head, n);
     for (;;) {
         size_t got;
         if (n == cap) {
             uint8_t *nb;
-            size_t ncap = cap ? cap * 2 : 1 << 16;
-            if (ncap < cap || !(nb = realloc(buf, ncap))) {
+            size_t ncap = cap * 2 < (size_t)LOAD_MAX_BYTES ? cap * 2 : (size_t)LOAD_MAX_BYTES;
+            if (cap >= (size_t)LOAD_MAX_BYTES) {
+                free(buf);
+                fclose(f);
+                return png_fail(err, CLIP_EINPUT, "%s: the file is larger than %ld bytes, more than any image needs", path, LOAD_MAX_BYTES);
+            }
+            if (!(nb = realloc(buf, ncap))) {
                 free(buf);
                 fclose(f);
                 return png_fail(err, CLIP_ENOMEM, "%s: out of memory reading the file", path);

@@ -11,13 +11,16 @@ are made here from the golden images and a converted golden model:
            BMP, PPM); PNG decompression bombs (a small file whose IDAT inflates far past the
            promised size); random bytes; empty files
   models   truncated files, forged counts and offsets, negative and huge hyperparameters, bad
-           tokenizer sections, tensors with wrong shapes, types or offsets
+           tokenizer sections, tensors with wrong shapes, types or offsets; well-formed files whose
+           attention would run for hours
+  arrays   broken .npy pixel values (clip embed --pixel-values)
   regress  every file in test/regress/ (crashes the fuzzers found; see test/fuzz/README.md)
 """
 import io
 import os
 import random
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -34,8 +37,8 @@ from common import CLIP, GOLDEN, OUT, ROOT, Report, converted, need_golden
 need_golden()
 R = Report("hostile")
 IMAGES = os.path.join(GOLDEN, "images")
-WORK = os.path.join(OUT, "hostile")
-os.makedirs(WORK, exist_ok=True)
+# a folder of its own per run (several test runs may share test/out), removed when all pass
+WORK = tempfile.mkdtemp(prefix="hostile.", dir=OUT)
 LIMIT_S = 1.0          # each command must finish within this
 LIMIT_RSS_MB = 1024    # and never hold more memory than this (peak resident set)
 SANITIZER_MARKS = ("Sanitizer", "runtime error:", "==ERROR", "LeakSanitizer", "SUMMARY:")
@@ -343,6 +346,30 @@ def model_cases(model):
 
 
 # ---------------------------------------------------------------------------
+# Pixel-value arrays (clip embed --pixel-values)
+# ---------------------------------------------------------------------------
+
+def npy(header, data=b""):
+    h = header.encode() + b" " * (-(len(header) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h + data
+
+
+def npy_cases(model):
+    out = os.path.join(WORK, "out.npy")
+    f4 = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }"
+    for name, data in [
+            ("npy_short_data", npy(f4 % "(1, 3, 224, 224)", b"\0" * 1000)),
+            ("npy_shape_overflow", npy(f4 % "(1073741824, 1073741824, 1073741824, 3)", b"\0" * 64)),
+            ("npy_negative_shape", npy(f4 % "(-1, 3, 224, 224)", b"\0" * 64)),
+            ("npy_wrong_shape", npy(f4 % "(2, 3, 7, 7)", b"\0" * (2 * 3 * 49 * 4))),
+            ("npy_header_past_end", b"\x93NUMPY\x01\x00\xff\xff{'descr': '<f4'"),
+            ("npy_int_dtype", npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1, 3, 224, 224), }", b"\0" * 64)),
+            ("npy_truncated_magic", b"\x93NUM")]:
+        path = write(name + ".npy", data)
+        expect_refused(f"embed --pixel-values {name}.npy", ["embed", "-m", model, "--pixel-values", path, "-o", out], out)
+
+
+# ---------------------------------------------------------------------------
 # Regression files from fuzzing (test/regress/)
 # ---------------------------------------------------------------------------
 
@@ -374,7 +401,12 @@ def main():
     print(f"clip: {CLIP}")
     image_cases(model)
     model_cases(model)
+    npy_cases(model)
     regress_cases(model)
+    if R.failed:
+        print(f"the failing files are in {WORK}")
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
     R.finish()
 
 

@@ -105,8 +105,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (memcmp(u, a, (size_t)(na - 1) * sizeof *a)) fail("untruncated ids differ from the truncated ones");
     free(u);
     if (nu > ctx) {   /* the full result, and padding that adds nothing */
-        nu = tokenize(text, size, &u, nu, CLIP_TOKENIZE_NO_TRUNCATE | CLIP_TOKENIZE_PAD);
-        if (nu >= 0 && (u[0] != bos || u[nu - 1] != eos || memcmp(u, a, (size_t)(na - 1) * sizeof *a)))
+        int nf = tokenize(text, size, &u, nu, CLIP_TOKENIZE_NO_TRUNCATE | CLIP_TOKENIZE_PAD);
+        if (nf != nu) fail("padding changed the length of a long untruncated result");
+        if (u[0] != bos || u[nu - 1] != eos || memcmp(u, a, (size_t)(na - 1) * sizeof *a))
             fail("a long untruncated result is not bos ... eos");
         free(u);
     }
