@@ -58,6 +58,14 @@ void clip_set_threads(int n)
 #define SW 48      /* widest strip of A rows */
 #define KC 256     /* k steps summed on their own */
 
+/* Lane loops are independent by construction; clang needs telling when it
+ * cannot prove that the accumulators and the operands do not overlap. */
+#ifdef _OPENMP
+#define LANES _Pragma("omp simd")
+#else
+#define LANES
+#endif
+
 /* pa[p][t] = A[i0 + t][p] for p in [p0, p1), t < w; zero for rows past `rows` */
 static void gemm_pack_strip(float *pa, const float *A, int lda, int i0, int rows, int w, int p0, int p1)
 {
@@ -83,6 +91,7 @@ static void gemm_strip_tile(float *tile, const float *pa, const float *const b[N
         for (int p = k0; p < k1; p++) {
             const float *x = pa + (size_t)p * w;
             float y0 = b0[p], y1 = b1[p], y2 = b2[p], y3 = b3[p], y4 = b4[p], y5 = b5[p];
+            LANES
             for (int t = 0; t < w; t++) {
                 c0[t] += y0 * x[t]; c1[t] += y1 * x[t]; c2[t] += y2 * x[t];
                 c3[t] += y3 * x[t]; c4[t] += y4 * x[t]; c5[t] += y5 * x[t];
@@ -136,6 +145,7 @@ static void gemm_dot_2xnb(float out[2 * NB], const float *a0, const float *a1, c
     for (int p = 0; p < kv; p += VL) {
         const float *x0 = a0 + p, *x1 = a1 + p;
         const float *y0 = b0 + p, *y1 = b1 + p, *y2 = b2 + p, *y3 = b3 + p, *y4 = b4 + p, *y5 = b5 + p;
+        LANES
         for (int l = 0; l < VL; l++) {
             s00[l] += x0[l] * y0[l]; s01[l] += x0[l] * y1[l]; s02[l] += x0[l] * y2[l];
             s03[l] += x0[l] * y3[l]; s04[l] += x0[l] * y4[l]; s05[l] += x0[l] * y5[l];
@@ -239,6 +249,7 @@ static void gemm_dot_1x8(float out[8], const float *a, const float *const b[8], 
     int kv = k - k % VL;
     for (int p = 0; p < kv; p += VL) {
         const float *x = a + p;
+        LANES
         for (int l = 0; l < VL; l++) {
             s0[l] += x[l] * b0[p + l]; s1[l] += x[l] * b1[p + l]; s2[l] += x[l] * b2[p + l]; s3[l] += x[l] * b3[p + l];
             s4[l] += x[l] * b4[p + l]; s5[l] += x[l] * b5[p + l]; s6[l] += x[l] * b6[p + l]; s7[l] += x[l] * b7[p + l];
