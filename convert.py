@@ -355,7 +355,7 @@ def read_tokenizer(folder, context_default):
     if isinstance(dec, dict):
         for k, v in dec.items():
             content = token_content(v)
-            if content is not None and k.isdigit():
+            if content is not None and re.fullmatch(r"[0-9]{1,9}", k):
                 added[int(k)] = content
 
     # Vocabulary: id -> string; ids run 0..n-1, a missing id gets "".

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -240,9 +241,9 @@ static float *read_npy_float(const char *path, int *ndim, int dims[8])
     const char *p;
     int f64;
     if (size < 10 || memcmp(buf, "\x93NUMPY", 6) != 0) die(1, "%s: not a .npy file", path);
+    if (buf[6] != 1 && size < 12) die(1, "%s: not a .npy file", path);
     if (buf[6] == 1) { hlen = buf[8] | (size_t)buf[9] << 8; p = (const char *)buf + 10; }
-    else if (size >= 12) { hlen = buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 | (size_t)buf[11] << 24; p = (const char *)buf + 12; }
-    else die(1, "%s: not a .npy file", path);
+    else { hlen = buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 | (size_t)buf[11] << 24; p = (const char *)buf + 12; }
     if (hlen >= sizeof header || (size_t)(p - (const char *)buf) + hlen > size) die(1, "%s: corrupt .npy header", path);
     memcpy(header, p, hlen);
     header[hlen] = 0;
@@ -393,11 +394,11 @@ static int cmd_embed(const options *o)
         free(px);
     }
     for (int i = 0; i < o->n_pixels; i++) {
-        int nd, dims[8], count;
+        int nd, dims[8], count = 0;
         float *px = read_npy_float(o->pixels[i], &nd, dims);
         if (nd == 3 && dims[0] == 3 && dims[1] == S && dims[2] == S) count = 1;
         else if (nd == 4 && dims[1] == 3 && dims[2] == S && dims[3] == S) count = dims[0];
-        else die(1, "%s: pixel values must have shape [N, 3, %d, %d] for this model", o->pixels[i], S, S);
+        if (!count) die(1, "%s: pixel values must have shape [N, 3, %d, %d] for this model", o->pixels[i], S, S);
         for (int k = 0; k < count;) {
             /* without --dump, up to 16 images share each pass over the weights */
             int batch = o->dump ? 1 : (count - k < 16 ? count - k : 16);
@@ -814,7 +815,6 @@ static int cmd_classify(const options *o)
 /* ------------------------------------------------------------------------ */
 /* clip bench                                                                */
 /* ------------------------------------------------------------------------ */
-#include <sys/resource.h>   /* getrusage, for cmd_bench's peak RSS */
 
 /* bench: time the encoders the way an application would call them, best of
  * several runs each, with the matrix-product FLOPs of every run so that the

@@ -519,6 +519,15 @@ for label, payload in (("os.system", Evil(os.system, "touch " + marker)),
             not os.path.exists(marker) and not os.path.exists(out),
             "restricted unpickler refuses a pickle calling %s: %s" % (label, se.strip()))
 
+# A memo index of 2^31 - 1 would make the C unpickler allocate gigabytes: refused before unpickling.
+d = folder_like(b32, os.path.join(TMP, "memo-bomb"), skip=("model.safetensors",))
+with zipfile.ZipFile(os.path.join(d, "pytorch_model.bin"), "w") as z:
+    z.writestr("archive/data.pkl", b"\x80\x02}r\xff\xff\xff\x7f.")
+t0 = time.time()
+rc, _, se = convert(d, "-o", os.path.join(TMP, "memo.bin"))
+R.check(rc == 1 and "memo index" in se and time.time() - t0 < 10,
+        "a pickle with a huge memo index is refused before unpickling: %s" % se.strip())
+
 
 # ---------------------------------------------------------------------------
 # 4. Hub download from a local HTTP server laid out as /{repo}/resolve/main/{file}
