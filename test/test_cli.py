@@ -108,6 +108,22 @@ page = open(html, encoding="utf-8").read()
 ok = page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>") and "data:image/png;base64," in page
 ok &= all(f"{r['prob']:.4f}" in page for r in res["results"]) and "a &lt;dog&gt; &amp; co" in page
 R.check(ok, "match --html: a self-contained page with the image and every probability")
+if os.path.exists("/usr/bin/chromium"):   # render it once: not blank, the picture is there
+    import subprocess
+    shot = os.path.join(OUT, "match_html.png")
+    if os.path.exists(shot):
+        os.remove(shot)
+    subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--user-data-dir=" + os.path.join(OUT, "chromium-profile"), "--window-size=800,900",
+                    "--screenshot=" + shot, "file://" + os.path.abspath(html)], capture_output=True, timeout=120)
+    ok = os.path.exists(shot) and clip("decode", shot, "-o", os.path.join(OUT, "match_html.npy"), ok=False).returncode == 0
+    if ok:
+        px = np.load(os.path.join(OUT, "match_html.npy")).astype(float)
+        ok = px.std() > 20 and (px.reshape(-1, 3).std(axis=1) > 10).mean() > 0.05   # not blank, has colour
+    R.check(ok, "match --html renders in headless Chromium (screenshot test/out/match_html.png is not blank)")
+else:
+    print("SKIPPED rendering the --html page: /usr/bin/chromium not installed")
 
 # --- tokenize, info ---
 p = clip("tokenize", "-m", model, "a photo of a cat", "")
