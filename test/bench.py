@@ -63,22 +63,10 @@ def torch_child(model, threads, lens):
 
     torch.set_num_threads(threads)
     # the model file as test/reference.py reads it, but kept in float32
-    raw = np.memmap(model, dtype=np.uint8, mode="r")
-    head = bytes(raw[:512])
-    idx_off, count = struct.unpack_from("<QI", head, 40)
-    s = lambda k: struct.unpack_from("<i", head, 56 + 4 * k)[0]
-    f = lambda k: struct.unpack_from("<f", head, 56 + 4 * k)[0]
-    cfg = dict(proj=s(0), v_d=s(1), v_heads=s(2), v_layers=s(3), v_act=s(5), v_eps=f(6), patch=s(7), size=s(8),
-               t_d=s(10), t_heads=s(11), t_layers=s(12), t_act=s(14), t_eps=f(15), eos=s(18))
-    T = {}
-    for t in range(count):
-        e = bytes(raw[idx_off + 128 * t: idx_off + 128 * (t + 1)])
-        name = e[:96].rstrip(b"\0").decode()
-        ndim = struct.unpack_from("<I", e, 100)[0]
-        shape = struct.unpack_from("<4I", e, 104)[:ndim]
-        off = struct.unpack_from("<Q", e, 120)[0]
-        n = int(np.prod(shape)) if ndim else 1
-        T[name] = torch.from_numpy(np.array(np.frombuffer(raw, dtype="<f4", count=n, offset=off).reshape(shape)))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import reference
+    cfg, T = reference.load(model, np.float32)
+    T = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in T.items()}
 
     def act(x, kind):
         return x * torch.sigmoid(1.702 * x) if kind == 0 else F.gelu(x)

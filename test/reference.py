@@ -11,8 +11,8 @@ import sys
 import numpy as np
 
 
-def load(path):
-    """Parse the model file (README, "The model file"): config slots and tensors."""
+def load(path, dtype=np.float64):
+    """Parse the model file (README, "The model file"): config slots and tensors (as dtype)."""
     raw = np.memmap(path, dtype=np.uint8, mode="r")
     head = bytes(raw[:512])
     assert head[:8] == b"CLIPCMOD", "not a clip.c model file"
@@ -29,7 +29,7 @@ def load(path):
         shape = struct.unpack_from("<4I", e, 104)[:ndim]
         off = struct.unpack_from("<Q", e, 120)[0]
         n = int(np.prod(shape)) if ndim else 1
-        tensors[name] = np.frombuffer(raw, dtype="<f4", count=n, offset=off).reshape(shape).astype(np.float64)
+        tensors[name] = np.frombuffer(raw, dtype="<f4", count=n, offset=off).reshape(shape).astype(dtype)
     return cfg, tensors
 
 
