@@ -43,6 +43,9 @@ LIMIT_S = 1.0          # each command must finish within this
 LIMIT_RSS_MB = 1024    # and never hold more memory than this (peak resident set)
 SANITIZER_MARKS = ("Sanitizer", "runtime error:", "==ERROR", "LeakSanitizer", "SUMMARY:")
 rng = random.Random(20261126)
+if not os.path.isfile(CLIP):
+    print(f"FAIL no clip command at {CLIP}: run make (or make test-asan), or set CLIP_BIN")
+    sys.exit(1)
 with open(CLIP, "rb") as f:
     ASAN = b"__asan_init" in f.read()
 # a backstop so that a runaway allocation cannot take the machine down: address space for plain

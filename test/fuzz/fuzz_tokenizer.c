@@ -8,6 +8,7 @@
  *   - truncated: [bos] + ids + [eos], at most context_length ids
  *   - CLIP_TOKENIZE_PAD: the same, padded with pad to context_length
  *   - CLIP_TOKENIZE_NO_TRUNCATE: the same first ids, possibly more of them
+ *   - both flags: padded to context_length, or the untruncated result
  *   - a short buffer: a prefix of the full result, never a write past it
  */
 #include <stdint.h>
@@ -81,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *text = (const char *)data;
     int32_t *a, *p, *u, *s;
-    int na, np, nu, ns, i, small;
+    int na, np, nu, nf, ns, i, small;
 
     /* truncated (what the model sees) */
     na = tokenize(text, size, &a, ctx, 0);
@@ -104,13 +105,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (nu < na || (nu > na && na != ctx)) fail("untruncated count disagrees with the truncated one");
     if (memcmp(u, a, (size_t)(na - 1) * sizeof *a)) fail("untruncated ids differ from the truncated ones");
     free(u);
-    if (nu > ctx) {   /* the full result, and padding that adds nothing */
-        int nf = tokenize(text, size, &u, nu, CLIP_TOKENIZE_NO_TRUNCATE | CLIP_TOKENIZE_PAD);
-        if (nf != nu) fail("padding changed the length of a long untruncated result");
-        if (u[0] != bos || u[nu - 1] != eos || memcmp(u, a, (size_t)(na - 1) * sizeof *a))
-            fail("a long untruncated result is not bos ... eos");
-        free(u);
-    }
+    /* untruncated and padded: up to context_length, past it nothing to add */
+    nf = tokenize(text, size, &u, nu > ctx ? nu : ctx, CLIP_TOKENIZE_NO_TRUNCATE | CLIP_TOKENIZE_PAD);
+    if (nf != (nu > ctx ? nu : ctx)) fail("untruncated padding gave the wrong length");
+    if (u[0] != bos || memcmp(u, a, (size_t)(na - 1) * sizeof *a) || (nu > ctx && u[nu - 1] != eos))
+        fail("an untruncated padded result is not bos ... eos");
+    free(u);
 
     /* short buffers: an error when truncating, a prefix when not */
     small = size ? data[0] % (na + 1) : 0;
