@@ -284,7 +284,7 @@ static int tokenize_text(clip_model *m, const char *text, int32_t *ids, int max)
 {
     char err[CLIP_ERR_SIZE];
     int n = clip_tokenize(clip_get_tokenizer(m), text, strlen(text), ids, max, 0, err);
-    if (n < 0) die(1, "cannot tokenize '%s': %s", text, err);
+    if (n < 0) die(1, "cannot tokenize '%.60s': %s", text, err);
     return n;
 }
 
@@ -446,7 +446,7 @@ static int cmd_tokenize(const options *o)
     for (int i = 0; i < o->n_pos + o->n_texts; i++) {
         const char *t = i < o->n_pos ? o->pos[i] : o->texts[i - o->n_pos];
         int n = clip_tokenize(tok, t, strlen(t), ids, ctx, o->pad ? CLIP_TOKENIZE_PAD : 0, err);
-        if (n < 0) die(1, "cannot tokenize '%s': %s", t, err);
+        if (n < 0) die(1, "cannot tokenize '%.60s': %s", t, err);
         for (int j = 0; j < n; j++) printf(j ? " %ld" : "%ld", (long)ids[j]);
         putchar('\n');
     }

@@ -41,13 +41,14 @@ def converted(name):
 
 
 class Report:
-    def __init__(self, name):
+    def __init__(self, name=None):
         self.name, self.passed, self.failed = name, 0, 0
 
-    def check(self, cond, what):
+    def check(self, cond, what, quiet=False):
         if cond:
             self.passed += 1
-            print(f"ok   {what}")
+            if not quiet:
+                print(f"ok   {what}")
         else:
             self.failed += 1
             print(f"FAIL {what}")

@@ -116,19 +116,7 @@ int main(int argc, char **argv) {
 """
 
 
-class Report:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, cond, what, quiet=False):
-        if cond:
-            self.passed += 1
-            if not quiet:
-                print(f"ok   {what}")
-        else:
-            self.failed += 1
-            print(f"FAIL {what}")
-        return cond
+from common import Report   # noqa: E402  (test/ is on sys.path when run as a script)
 
 
 def run(args, **kw):
