@@ -7,6 +7,7 @@
  * "The model file"); nothing is copied. Scratch memory is allocated per call.
  */
 #define _POSIX_C_SOURCE 200809L   /* mmap, open, fstat */
+#define _DEFAULT_SOURCE           /* madvise, where the C library has it */
 #include "clip.h"
 
 #include <errno.h>
@@ -258,6 +259,13 @@ static int map_file(clip_model *m, const char *path, char *err)
     if (p != MAP_FAILED) {
         m->data = p;
         m->mapped = 1;
+#if defined(MADV_HUGEPAGE) && !defined(__EMSCRIPTEN__)
+        /* Map in 2 MiB pages where the page cache holds the file that way
+         * (convert.py writes it so) and read it that way when it does not
+         * hold it yet: 256 times fewer page faults, each costly in a virtual
+         * machine. Only advice; an error changes nothing. */
+        madvise(p, m->size, MADV_HUGEPAGE);
+#endif
     } else {   /* no mmap (some WASM file systems): read it whole */
         uint8_t *buf = malloc(m->size);
         size_t got = 0;

@@ -190,15 +190,17 @@ static void strip_of(const strip_layout *L, int s, int *i0, int *rows, int *w)
     *rows = L->m - *i0 < *w ? L->m - *i0 : *w;
 }
 
+/* Threads take contiguous runs of GROUP tiles (48 columns of C: whole cache
+ * lines of every row, so that no two threads write the same line), a static
+ * share each: one parallel pass, no queue. Within a group, every strip of A
+ * passes over the group's rows of B while they are in cache. */
+#define GROUP 8
+
 static void gemm_strips(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
                         const float *bias, int m, int n, int k, float *pa)
 {
     strip_layout L = strip_plan(m);
-    int kpieces = (k + 63) / 64, blocks = (n + NB - 1) / NB;
-    /* Jobs go chunk by chunk of B (about 128 KB, cached while every strip passes over it) */
-    int per_chunk = (int)(128 * 1024 / ((size_t)NB * k * sizeof(float))), chunks;
-    per_chunk = per_chunk < 1 ? 1 : per_chunk > blocks ? blocks : per_chunk;
-    chunks = (blocks + per_chunk - 1) / per_chunk;
+    int kpieces = (k + 63) / 64, blocks = (n + NB - 1) / NB, groups = (blocks + GROUP - 1) / GROUP;
 #ifdef _OPENMP
 #pragma omp parallel if ((double)m * n * k > 200000.0)
 #endif
@@ -213,28 +215,33 @@ static void gemm_strips(float *C, int ldc, const float *A, int lda, const float 
             gemm_pack_strip(pa + (size_t)i0 * k, A, lda, i0, rows, w, p0, p1);
         }
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(static)
 #endif
-        for (int job = 0; job < chunks * L.strips * per_chunk; job++) {
-            int jb = job / (L.strips * per_chunk) * per_chunk + job % per_chunk, s = job / per_chunk % L.strips;
-            int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB, i0, rows, w;
-            const float *b[NB], *p;
-            if (jb >= blocks) continue;
-            strip_of(&L, s, &i0, &rows, &w);
-            p = pa + (size_t)i0 * k;
-            /* rows of B past the end repeat the last one; their results are dropped */
-            for (int r = 0; r < NB; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
-            /* one copy of the kernel per width, every loop bound a constant */
-            if (w == 48) gemm_strip_tile(tile, p, b, k, 48);
-            else if (w == 32) gemm_strip_tile(tile, p, b, k, 32);
-            else gemm_strip_tile(tile, p, b, k, 16);
-            gemm_store_tile(C, ldc, tile, w, i0, rows, j0, nb, bias);
-            for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
-                float out[2 * NB];
-                const float *a0 = A + (size_t)i * lda, *a1 = i + 1 < m ? a0 + lda : a0;
-                gemm_dot_2xnb(out, a0, a1, b, k);
-                for (int t = 0; t < 2 && i + t < m; t++)
-                    for (int r = 0; r < nb; r++) C[(size_t)(i + t) * ldc + j0 + r] = out[t * NB + r] + (bias ? bias[j0 + r] : 0.0f);
+        for (int g = 0; g < groups; g++) {
+            int jb1 = (g + 1) * GROUP < blocks ? (g + 1) * GROUP : blocks;
+            for (int s = 0; s < L.strips; s++) {
+                int i0, rows, w;
+                const float *p;
+                strip_of(&L, s, &i0, &rows, &w);
+                p = pa + (size_t)i0 * k;
+                for (int jb = g * GROUP; jb < jb1; jb++) {
+                    int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB;
+                    const float *b[NB];
+                    /* rows of B past the end repeat the last one; their results are dropped */
+                    for (int r = 0; r < NB; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
+                    /* one copy of the kernel per width, every loop bound a constant */
+                    if (w == 48) gemm_strip_tile(tile, p, b, k, 48);
+                    else if (w == 32) gemm_strip_tile(tile, p, b, k, 32);
+                    else gemm_strip_tile(tile, p, b, k, 16);
+                    gemm_store_tile(C, ldc, tile, w, i0, rows, j0, nb, bias);
+                    for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
+                        float out[2 * NB];
+                        const float *a0 = A + (size_t)i * lda, *a1 = i + 1 < m ? a0 + lda : a0;
+                        gemm_dot_2xnb(out, a0, a1, b, k);
+                        for (int t = 0; t < 2 && i + t < m; t++)
+                            for (int r = 0; r < nb; r++) C[(size_t)(i + t) * ldc + j0 + r] = out[t * NB + r] + (bias ? bias[j0 + r] : 0.0f);
+                    }
+                }
             }
         }
     }
