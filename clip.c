@@ -386,12 +386,11 @@ static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config
     int d = c->hidden, hd = d / c->heads, rows = batch * n;
     size_t nd = (size_t)rows * d;
     float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = 1.0f / sqrtf((float)hd), *qkv[3] = {q, k, v};
+    const float *w[3] = {L->q_w, L->k_w, L->v_w}, *bias[3] = {L->q_b, L->k_b, L->v_b};
 
     clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, d, c->eps);
-    clip_linear(q, h, L->q_w, L->q_b, rows, d, d);
-    clip_linear(k, h, L->k_w, L->k_b, rows, d, d);
-    clip_linear(v, h, L->v_w, L->v_b, rows, d, d);
+    clip_linear3(qkv, h, w, bias, rows, d, d);
     for (size_t i = 0; i < nd; i++) q[i] *= scale;
     for (int b = 0; b < batch; b++) {
         size_t off = (size_t)b * n * d;
@@ -408,10 +407,47 @@ static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config
     for (size_t i = 0; i < nd; i++) x[i] += h[i];
 }
 
+/* The same layer when only token `pool` of each sequence is read after it
+ * (the last layer, when no hidden state is dumped: the class token of an
+ * image, the end-of-text token of a text). Keys and values are needed for
+ * every token; the query, attention, out_proj and MLP only for the batch
+ * pooled rows, which saves most of the layer. The other rows of x are left
+ * as they were. Same buffer as encoder_layer; n >= 2. */
+static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
+                                 int causal, int pool, float *buf)
+{
+    int d = c->hidden, hd = d / c->heads, rows = batch * n;
+    size_t nd = (size_t)rows * d, bd = (size_t)batch * d;
+    float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
+    float *xp = h, *hp = h + bd, *t = h + 2 * bd;   /* h (and q after attention) are free by then */
+    float scale = 1.0f / sqrtf((float)hd), *qkv[3] = {q, k, v};
+    const float *w[3] = {L->q_w, L->k_w, L->v_w}, *bias[3] = {L->q_b, L->k_b, L->v_b};
+
+    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, d, c->eps);
+    clip_linear3(qkv, h, w, bias, rows, d, d);
+    for (int b = 0; b < batch; b++) {
+        size_t row = (size_t)b * n + pool, off = (size_t)b * n * d;
+        for (int i = 0; i < d; i++) q[row * d + i] *= scale;
+        clip_attention_query(o + (size_t)b * d, q + row * d, k + off, v + off, causal ? pool + 1 : n, c->heads, hd, s);
+        memcpy(xp + (size_t)b * d, x + row * d, (size_t)d * sizeof(float));
+    }
+    clip_linear(t, o, L->o_w, L->o_b, batch, d, d);
+    for (size_t i = 0; i < bd; i++) xp[i] += t[i];
+
+    clip_layer_norm(hp, xp, L->ln2_w, L->ln2_b, batch, d, c->eps);
+    clip_linear(f, hp, L->fc1_w, L->fc1_b, batch, d, c->intermediate);
+    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)batch * c->intermediate);
+    else clip_quick_gelu(f, (size_t)batch * c->intermediate);
+    clip_linear(t, f, L->fc2_w, L->fc2_b, batch, c->intermediate, d);
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < d; i++) x[((size_t)b * n + pool) * d + i] = xp[(size_t)b * d + i] + t[(size_t)b * d + i];
+}
+
 /* CLIPEncoder: the layers in turn, dumping "<tower>_hidden_NN" before each
- * layer and after the last (Hugging Face's hidden_states). */
+ * layer and after the last (Hugging Face's hidden_states). Without a dump,
+ * the last layer computes only row `pool` of each sequence. */
 static void encoder(float *x, const clip_layer *layers, const clip_tower_config *c, int batch, int n, int causal,
-                    float *buf, const char *tower, clip_dump_fn dump, void *ctx)
+                    int pool, float *buf, const char *tower, clip_dump_fn dump, void *ctx)
 {
     char name[64];
     for (int l = 0; l <= c->layers; l++) {
@@ -419,7 +455,8 @@ static void encoder(float *x, const clip_layer *layers, const clip_tower_config 
             snprintf(name, sizeof name, "%s_hidden_%02d", tower, l);
             dump_stage(dump, ctx, name, x, batch, n, c->hidden);
         }
-        if (l < c->layers) encoder_layer(x, &layers[l], c, batch, n, causal, buf);
+        if (l == c->layers - 1 && !dump && n >= 2) encoder_layer_pooled(x, &layers[l], c, batch, n, causal, pool, buf);
+        else if (l < c->layers) encoder_layer(x, &layers[l], c, batch, n, causal, buf);
     }
 }
 
@@ -463,10 +500,6 @@ int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
         const float *t = m->w.token_embedding + (size_t)ids[i] * d, *p = m->w.text_position_embedding + (size_t)i * d;
         for (int j = 0; j < d; j++) x[(size_t)i * d + j] = t[j] + p[j];
     }
-    encoder(x, m->w.text_layers, &c->text, 1, n, 1, buf, "text", dump, ctx);
-    clip_layer_norm(x, x, m->w.final_ln_w, m->w.final_ln_b, n, d, c->text.eps);
-    dump_stage(dump, ctx, "text_last_hidden", x, 1, n, d);
-
     /* Pooling: legacy configs (eos_token_id == 2) take the position of the
      * largest id (the eos token has the largest id in CLIP's vocabulary);
      * others the first position holding eos_token_id (the last if absent). */
@@ -475,6 +508,13 @@ int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
     } else {
         pool = n - 1;
         for (int i = 0; i < n; i++) if (ids[i] == c->eos_token_id) { pool = i; break; }
+    }
+    encoder(x, m->w.text_layers, &c->text, 1, n, 1, pool, buf, "text", dump, ctx);
+    if (dump) {
+        clip_layer_norm(x, x, m->w.final_ln_w, m->w.final_ln_b, n, d, c->text.eps);
+        dump_stage(dump, ctx, "text_last_hidden", x, 1, n, d);
+    } else {   /* only the pooled row is used */
+        clip_layer_norm(x + (size_t)pool * d, x + (size_t)pool * d, m->w.final_ln_w, m->w.final_ln_b, 1, d, c->text.eps);
     }
     dump_stage(dump, ctx, "text_pooled", x + (size_t)pool * d, 1, 1, d);
     clip_linear(features, x + (size_t)pool * d, m->w.text_projection, NULL, 1, d, c->projection_dim);
@@ -520,7 +560,7 @@ int clip_encode_images(clip_model *m, const float *pixels, int count, float *fea
     dump_stage(dump, ctx, "image_embeddings", x, count, n, d);
     clip_layer_norm(x, x, m->w.pre_ln_w, m->w.pre_ln_b, (int)rows, d, c->vision.eps);
 
-    encoder(x, m->w.vision_layers, &c->vision, count, n, 0, buf, "image", dump, ctx);
+    encoder(x, m->w.vision_layers, &c->vision, count, n, 0, 0, buf, "image", dump, ctx);
     dump_stage(dump, ctx, "image_last_hidden", x, count, n, d);
     for (int b = 0; b < count; b++)
         clip_layer_norm(pooled + (size_t)b * d, x + (size_t)b * n * d, m->w.post_ln_w, m->w.post_ln_b, 1, d, c->vision.eps);

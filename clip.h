@@ -101,6 +101,9 @@ int clip_tokenizer_context_length(const clip_tokenizer *tok);
 
 /* y[n, out] = x[n, in] @ w[out, in]^T + b[out]   (torch.nn.Linear; b may be NULL) */
 void clip_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+/* y[i] = clip_linear(x, w[i], b[i]) for i < 3 in one pass (q_proj, k_proj, v_proj on one input) */
+void clip_linear3(float *const y[3], const float *x, const float *const w[3], const float *const b[3],
+                  int n, int in, int out);
 /* torch.nn.LayerNorm over the last dimension d, biased variance */
 void clip_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps);
 /* softmax over each row of x[n, d], in place */
@@ -109,6 +112,9 @@ void clip_softmax(float *x, int n, int d);
  * causal: token i sees keys 0..i only. scratch holds n floats. */
 void clip_attention(float *out, const float *q, const float *k, const float *v,
                     int n, int heads, int head_dim, int causal, float *scratch);
+/* the same for one query row q[h*hd] against the first len keys and values; scratch holds len floats */
+void clip_attention_query(float *out, const float *q, const float *k, const float *v,
+                          int len, int heads, int head_dim, float *scratch);
 void clip_quick_gelu(float *x, size_t n);   /* x * sigmoid(1.702 x) */
 void clip_gelu(float *x, size_t n);         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
 void clip_set_threads(int n);               /* OpenMP threads (no-op without OpenMP) */

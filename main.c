@@ -830,11 +830,15 @@ static double bench_peak_rss_mb(void)
     return ru.ru_maxrss / 1024.0;   /* Linux reports kilobytes */
 }
 
-/* matrix-product FLOPs of one encoder layer stack over n tokens (causal: a triangle of scores) */
+/* matrix-product FLOPs of one encoder layer stack over n tokens (causal: a
+ * triangle of scores), as clip.c runs it: the last layer makes q, k and v
+ * for every token and the rest for the pooled token only */
 static double bench_tower_flops(const clip_tower_config *t, int n, int causal)
 {
     double d = t->hidden, f = t->intermediate, pairs = causal ? n * (n + 1) / 2.0 : (double)n * n;
-    return t->layers * (2.0 * n * (4 * d * d + 2 * d * f) + 4.0 * pairs * d);
+    double layer = 2.0 * n * (4 * d * d + 2 * d * f) + 4.0 * pairs * d;
+    double last = n < 2 ? layer : 2.0 * n * 3 * d * d + 2.0 * (d * d + 2 * d * f) + 4.0 * n * d;
+    return (t->layers - 1) * layer + last;
 }
 
 /* clip bench MxKxN ...: clip_linear without bias on random data, the shapes

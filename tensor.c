@@ -51,7 +51,11 @@ void clip_set_threads(int n)
  *   sums per output, split by k modulo VL, and adds them pairwise at the
  *   end. Nothing is copied.
  *
- * Threads split the rows of B (the output columns); each weight is read once. */
+ * Threads split the rows of B (the output columns); each weight is read once.
+ * B may be several weights side by side (q_proj, k_proj and v_proj, which
+ * read the same input): column j of the product is row j % n of part j / n,
+ * written to that part's output. One copy of A and one split of the work
+ * then serve all three. */
 
 #define VL 16      /* lanes the kernels are shaped for: one AVX-512 register of floats */
 #define NB 6       /* rows of B per strip tile */
@@ -65,6 +69,35 @@ void clip_set_threads(int n)
 #else
 #define LANES
 #endif
+/* The kernels' sums fill most of the 32 vector registers; gcc's
+ * unroll-and-jam would double the operands in flight and spill sums to
+ * memory, halving the speed. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
+#else
+#define NO_JAM
+#endif
+
+/* The weight side: `parts` matrices [n, k] (rows ldb apart), each with its
+ * bias [n] (or NULL) and its output C [m, n] (rows ldc apart). */
+typedef struct {
+    int parts, n, ldb, ldc;
+    const float *B[3], *bias[3];
+    float *C[3];
+} gemm_cols;
+
+/* column j of the product (j past the end: the last one, whose results are dropped):
+ * its row of B, its bias and its column of C */
+static const float *col_of(const gemm_cols *W, int j, float *bias, float **c)
+{
+    int last = W->parts * W->n - 1, p, r;
+    j = j < last ? j : last;
+    p = j / W->n;
+    r = j % W->n;
+    *bias = W->bias[p] ? W->bias[p][r] : 0.0f;
+    *c = W->C[p] + r;
+    return W->B[p] + (size_t)r * W->ldb;
+}
 
 /* pa[p][t] = A[i0 + t][p] for p in [p0, p1), t < w; zero for rows past `rows` */
 static void gemm_pack_strip(float *pa, const float *A, int lda, int i0, int rows, int w, int p0, int p1)
@@ -80,7 +113,7 @@ static void gemm_pack_strip(float *pa, const float *A, int lda, int i0, int rows
 }
 
 /* tile[r][t] = sum over p < k of b[r][p] * pa[p][t], for r < NB, t < w (w <= SW) */
-static void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB], int k, int w)
+static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB], int k, int w)
 {
     const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5];
     for (int j = 0; j < NB * w; j++) tile[j] = 0.0f;
@@ -104,13 +137,24 @@ static void gemm_strip_tile(float *tile, const float *pa, const float *const b[N
     }
 }
 
-/* C[i0 + t][j0 + r] = tile[r][t] (+ bias[j0 + r]) for t < rows, r < nb */
-static void gemm_store_tile(float *C, int ldc, const float *tile, int w, int i0, int rows, int j0, int nb, const float *bias)
+/* One copy of the kernel per strip width, each with every loop bound a
+ * constant, kept out of line so that the compiler gives each its registers
+ * on its own (inlined into the threaded loop, gcc 12 spills the sums). */
+#if defined(__GNUC__)
+#define OUT_OF_LINE __attribute__((noinline))
+#else
+#define OUT_OF_LINE
+#endif
+static OUT_OF_LINE void gemm_tile48(float *tile, const float *pa, const float *const b[NB], int k) { gemm_strip_tile(tile, pa, b, k, 48); }
+static OUT_OF_LINE void gemm_tile32(float *tile, const float *pa, const float *const b[NB], int k) { gemm_strip_tile(tile, pa, b, k, 32); }
+static OUT_OF_LINE void gemm_tile16(float *tile, const float *pa, const float *const b[NB], int k) { gemm_strip_tile(tile, pa, b, k, 16); }
+
+/* C[i0 + t] in column r = tile[r][t] + bias[r] for t < rows, r < nb */
+static void gemm_store_tile(float *const c[NB], const float bias[NB], int ldc, const float *tile, int w,
+                            int i0, int rows, int nb)
 {
-    for (int t = 0; t < rows; t++) {
-        float *c = C + (size_t)(i0 + t) * ldc + j0;
-        for (int r = 0; r < nb; r++) c[r] = tile[r * w + t] + (bias ? bias[j0 + r] : 0.0f);
-    }
+    for (int t = 0; t < rows; t++)
+        for (int r = 0; r < nb; r++) c[r][(size_t)(i0 + t) * ldc] = tile[r * w + t] + bias[r];
 }
 
 /* v[0] + ... + v[VL-1], adding halves (v is overwritten) */
@@ -196,11 +240,10 @@ static void strip_of(const strip_layout *L, int s, int *i0, int *rows, int *w)
  * passes over the group's rows of B while they are in cache. */
 #define GROUP 8
 
-static void gemm_strips(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                        const float *bias, int m, int n, int k, float *pa)
+static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int k, float *pa)
 {
     strip_layout L = strip_plan(m);
-    int kpieces = (k + 63) / 64, blocks = (n + NB - 1) / NB, groups = (blocks + GROUP - 1) / GROUP;
+    int n = W->parts * W->n, kpieces = (k + 63) / 64, blocks = (n + NB - 1) / NB, groups = (blocks + GROUP - 1) / GROUP;
 #ifdef _OPENMP
 #pragma omp parallel if ((double)m * n * k > 200000.0)
 #endif
@@ -227,19 +270,18 @@ static void gemm_strips(float *C, int ldc, const float *A, int lda, const float 
                 for (int jb = g * GROUP; jb < jb1; jb++) {
                     int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB;
                     const float *b[NB];
-                    /* rows of B past the end repeat the last one; their results are dropped */
-                    for (int r = 0; r < NB; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
-                    /* one copy of the kernel per width, every loop bound a constant */
-                    if (w == 48) gemm_strip_tile(tile, p, b, k, 48);
-                    else if (w == 32) gemm_strip_tile(tile, p, b, k, 32);
-                    else gemm_strip_tile(tile, p, b, k, 16);
-                    gemm_store_tile(C, ldc, tile, w, i0, rows, j0, nb, bias);
+                    float bias[NB], *c[NB];
+                    for (int r = 0; r < NB; r++) b[r] = col_of(W, j0 + r, &bias[r], &c[r]);
+                    if (w == 48) gemm_tile48(tile, p, b, k);
+                    else if (w == 32) gemm_tile32(tile, p, b, k);
+                    else gemm_tile16(tile, p, b, k);
+                    gemm_store_tile(c, bias, W->ldc, tile, w, i0, rows, nb);
                     for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
                         float out[2 * NB];
                         const float *a0 = A + (size_t)i * lda, *a1 = i + 1 < m ? a0 + lda : a0;
                         gemm_dot_2xnb(out, a0, a1, b, k);
                         for (int t = 0; t < 2 && i + t < m; t++)
-                            for (int r = 0; r < nb; r++) C[(size_t)(i + t) * ldc + j0 + r] = out[t * NB + r] + (bias ? bias[j0 + r] : 0.0f);
+                            for (int r = 0; r < nb; r++) c[r][(size_t)(i + t) * W->ldc] = out[t * NB + r] + bias[r];
                     }
                 }
             }
@@ -270,41 +312,39 @@ static void gemm_dot_1x8(float out[8], const float *a, const float *const b[8], 
 }
 
 /* every row of A against a block of 8 rows of B, which stays in cache meanwhile */
-static void gemm_dots(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                      const float *bias, int m, int n, int k)
+static void gemm_dots(const gemm_cols *W, const float *A, int lda, int m, int k)
 {
-    int blocks = (n + 7) / 8;
+    int n = W->parts * W->n, blocks = (n + 7) / 8;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 4) if ((double)m * n * k > 200000.0)
+#pragma omp parallel for schedule(static) if ((double)m * n * k > 200000.0)
 #endif
     for (int jb = 0; jb < blocks; jb++) {
         int j0 = jb * 8, nb = n - j0 < 8 ? n - j0 : 8;
         const float *b[8];
-        float out[8];
-        /* rows of B past the end repeat the last one; their results are dropped */
-        for (int r = 0; r < 8; r++) b[r] = B + (size_t)(j0 + (r < nb ? r : nb - 1)) * ldb;
+        float out[8], bias[8], *c[8];
+        for (int r = 0; r < 8; r++) b[r] = col_of(W, j0 + r, &bias[r], &c[r]);
         for (int i = 0; i < m; i++) {
             gemm_dot_1x8(out, A + (size_t)i * lda, b, k);
-            for (int r = 0; r < nb; r++) C[(size_t)i * ldc + j0 + r] = out[r] + (bias ? bias[j0 + r] : 0.0f);
+            for (int r = 0; r < nb; r++) c[r][(size_t)i * W->ldc] = out[r] + bias[r];
         }
     }
 }
 
 #define MC 512   /* rows of A per pass: bounds the copy of A (MC x k floats) */
 
-static void gemm_nt(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                    const float *bias, int m, int n, int k)
+static void gemm_nt(const gemm_cols *W, const float *A, int lda, int m, int k)
 {
     float *pa = NULL;
     int passes, rows;
-    if (m <= 0 || n <= 0) return;
+    if (m <= 0 || W->n <= 0) return;
     if (k <= 0) {   /* empty sums */
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
+        for (int p = 0; p < W->parts; p++)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < W->n; j++) W->C[p][(size_t)i * W->ldc + j] = W->bias[p] ? W->bias[p][j] : 0.0f;
         return;
     }
     if (m < 16) {
-        gemm_dots(C, ldc, A, lda, B, ldb, bias, m, n, k);
+        gemm_dots(W, A, lda, m, k);
         return;
     }
     /* passes of at most MC rows, as even as can be; each copied into strips
@@ -314,19 +354,30 @@ static void gemm_nt(float *C, int ldc, const float *A, int lda, const float *B, 
     if ((size_t)k <= ((size_t)-1) / sizeof(float) / ((size_t)rows + VL))
         pa = malloc((size_t)((rows + VL - 1) / VL) * VL * k * sizeof(float));
     if (!pa) {
-        gemm_dots(C, ldc, A, lda, B, ldb, bias, m, n, k);
+        gemm_dots(W, A, lda, m, k);
         return;
     }
-    for (int i0 = 0; i0 < m; i0 += rows)
-        gemm_strips(C + (size_t)i0 * ldc, ldc, A + (size_t)i0 * lda, lda, B, ldb, bias,
-                    m - i0 < rows ? m - i0 : rows, n, k, pa);
+    for (int i0 = 0; i0 < m; i0 += rows) {
+        gemm_cols part = *W;
+        for (int p = 0; p < W->parts; p++) part.C[p] = W->C[p] + (size_t)i0 * W->ldc;
+        gemm_strips(&part, A + (size_t)i0 * lda, lda, m - i0 < rows ? m - i0 : rows, k, pa);
+    }
     free(pa);
 }
 
 /* torch.nn.Linear: y[n, out] = x[n, in] @ w[out, in]^T + b[out] */
 void clip_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out)
 {
-    gemm_nt(y, out, x, in, w, in, b, n, out, in);
+    gemm_cols W = {1, out, in, out, {w}, {b}, {y}};
+    gemm_nt(&W, x, in, n, in);
+}
+
+/* three of them on the same x, all [out, in] (q_proj, k_proj, v_proj) */
+void clip_linear3(float *const y[3], const float *x, const float *const w[3], const float *const b[3],
+                  int n, int in, int out)
+{
+    gemm_cols W = {3, out, in, out, {w[0], w[1], w[2]}, {b[0], b[1], b[2]}, {y[0], y[1], y[2]}};
+    gemm_nt(&W, x, in, n, in);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -458,7 +509,8 @@ static void attention_pv4(float *const o[4], const float *const p[4], const floa
 static void attention_head(float *out, const float *q, const float *k, const float *v,
                            int n, int d, int hd, int causal, float *S)
 {
-    gemm_nt(S, n, q, d, k, d, NULL, n, n, hd);
+    gemm_cols W = {1, n, d, n, {k}, {NULL}, {S}};
+    gemm_nt(&W, q, d, n, hd);
     for (int i = 0; i < n; i++) {
         float *p = S + (size_t)i * n;
         int len = causal ? i + 1 : n;
@@ -498,6 +550,18 @@ static void attention_row(float *o, const float *qi, const float *k, const float
         const float *vj = v + (size_t)j * ld;
         float pj = p[j];
         for (int t = 0; t < hd; t++) o[t] += pj * vj[t];
+    }
+}
+
+/* one query row q[heads * head_dim] (already scaled) against keys and values
+ * k, v [len, heads * head_dim]: out[heads * head_dim]; scratch holds len floats */
+void clip_attention_query(float *out, const float *q, const float *k, const float *v,
+                          int len, int heads, int head_dim, float *scratch)
+{
+    int d = heads * head_dim;
+    for (int h = 0; h < heads; h++) {
+        int off = h * head_dim;
+        attention_row(out + off, q + off, k + off, v + off, d, len, head_dim, scratch);
     }
 }
 
