@@ -463,16 +463,26 @@ void clip_layer_norm(float *y, const float *x, const float *gamma, const float *
     }
 }
 
-/* softmax over the last dimension of x[n, d], in place; the sum in double */
+/* softmax over the last dimension of x[n, d], in place; the sum in double,
+ * over 8 interleaved lanes like LayerNorm's (so that it vectorizes) */
 void clip_softmax(float *x, int n, int d)
 {
     for (int i = 0; i < n; i++) {
-        float *xi = x + (size_t)i * d, max = xi[0];
-        double sum = 0.0;
-        for (int j = 1; j < d; j++) if (xi[j] > max) max = xi[j];
-        for (int j = 0; j < d; j++) xi[j] = (float)exp_vec(clamp_abs(xi[j] - max, F32_700, 1));
-        for (int j = 0; j < d; j++) sum += xi[j];
-        for (int j = 0; j < d; j++) xi[j] = (float)(xi[j] / sum);
+        float *xi = x + (size_t)i * d, m[8], max;
+        double s[8] = {0}, inv;
+        int j, dv = d - d % 8;
+        for (int l = 0; l < 8; l++) m[l] = xi[0];
+        for (j = 0; j < dv; j += 8)
+            for (int l = 0; l < 8; l++) m[l] = xi[j + l] > m[l] ? xi[j + l] : m[l];
+        for (; j < d; j++) m[0] = xi[j] > m[0] ? xi[j] : m[0];
+        max = m[0];
+        for (int l = 1; l < 8; l++) max = m[l] > max ? m[l] : max;
+        for (j = 0; j < d; j++) xi[j] = (float)exp_vec(clamp_abs(xi[j] - max, F32_700, 1));
+        for (j = 0; j < dv; j += 8)
+            for (int l = 0; l < 8; l++) s[l] += xi[j + l];
+        for (; j < d; j++) s[0] += xi[j];
+        inv = 1.0 / sum_lanes8(s);
+        for (j = 0; j < d; j++) xi[j] = (float)(xi[j] * inv);
     }
 }
 
@@ -481,16 +491,42 @@ void clip_softmax(float *x, int n, int d)
 /* ------------------------------------------------------------------------ */
 /* q, k, v, out: [n, heads * head_dim], head h in columns [h*hd, (h+1)*hd).
  * q must already carry the 1/sqrt(head_dim) scale. For each head:
- * S = q_h k_h^T [n, n] (the matrix product above), each row softmaxed over
- * the keys it sees (j <= i when causal, else all; the others weigh 0), then
- * out_h = P v_h, four rows at a time so that each row of v is read once per
- * four. Heads are split between threads, each with its own S. When S cannot
- * be allocated, one thread does row by row with scratch (n floats). */
+ * S = q_h k_h^T [n, n], each row softmaxed over the keys it sees (j <= i
+ * when causal, else all; the others weigh 0), then out_h = P v_h. Both
+ * products keep their sums in registers: S takes two query rows against 64
+ * keys at a time from a transposed copy of k_h; P v_h four rows at a time,
+ * so that each row of v is read once per four. Heads are split between
+ * threads, each with its own S. When S cannot be allocated, one thread does
+ * row by row with scratch (n floats). */
 
 #define HD 64   /* the head width of every CLIP model: P v_h keeps its sums in registers */
+#define KB 64   /* keys per block of scores */
+
+/* S[i][j] = q_i . k_j for i < n, j < ls (ls: n rounded up to KB; keys past n
+ * are zeros), rows of S ls apart; kt holds hd * ls floats, k_h transposed.
+ * Causal: blocks of keys that no row of the pair sees are skipped. */
+static NO_JAM void attention_scores(float *S, int ls, const float *q, const float *k, int n, int d, int hd, int causal, float *kt)
+{
+    for (int j = 0; j < ls; j++)
+        for (int c = 0; c < hd; c++) kt[(size_t)c * ls + j] = j < n ? k[(size_t)j * d + c] : 0.0f;
+    for (int i0 = 0; i0 < n; i0 += 2) {
+        const float *q0 = q + (size_t)i0 * d, *q1 = i0 + 1 < n ? q0 + d : q0;
+        for (int j0 = 0; j0 < ls && (!causal || j0 <= i0 + 1); j0 += KB) {
+            float a0[KB] = {0}, a1[KB] = {0};
+            for (int c = 0; c < hd; c++) {
+                const float *kc = kt + (size_t)c * ls + j0;
+                float y0 = q0[c], y1 = q1[c];
+                LANES
+                for (int t = 0; t < KB; t++) { a0[t] += y0 * kc[t]; a1[t] += y1 * kc[t]; }
+            }
+            memcpy(S + (size_t)i0 * ls + j0, a0, sizeof a0);
+            if (i0 + 1 < n) memcpy(S + (size_t)(i0 + 1) * ls + j0, a1, sizeof a1);
+        }
+    }
+}
 
 /* o_r = sum over j < len of p_r[j] * v_j, for the four rows r (HD wide) */
-static void attention_pv4(float *const o[4], const float *const p[4], const float *v, int ld, int len)
+static NO_JAM void attention_pv4(float *const o[4], const float *const p[4], const float *v, int ld, int len)
 {
     float o0[HD] = {0}, o1[HD] = {0}, o2[HD] = {0}, o3[HD] = {0};
     const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3];
@@ -505,14 +541,15 @@ static void attention_pv4(float *const o[4], const float *const p[4], const floa
     memcpy(o[2], o2, sizeof o2); memcpy(o[3], o3, sizeof o3);
 }
 
-/* one head; q, k, v, out point at its first column, rows d apart; S holds n * n floats */
+/* one head; q, k, v, out point at its first column, rows d apart; S holds
+ * n * ls + hd * ls floats (ls: n rounded up to KB) */
 static void attention_head(float *out, const float *q, const float *k, const float *v,
                            int n, int d, int hd, int causal, float *S)
 {
-    gemm_cols W = {1, n, d, n, {k}, {NULL}, {S}};
-    gemm_nt(&W, q, d, n, hd);
+    int ls = (n + KB - 1) / KB * KB;
+    attention_scores(S, ls, q, k, n, d, hd, causal, S + (size_t)n * ls);
     for (int i = 0; i < n; i++) {
-        float *p = S + (size_t)i * n;
+        float *p = S + (size_t)i * ls;
         int len = causal ? i + 1 : n;
         clip_softmax(p, 1, len);
         for (int j = len; j < n; j++) p[j] = 0.0f;
@@ -524,14 +561,14 @@ static void attention_head(float *out, const float *q, const float *k, const flo
             const float *p[4];
             for (int r = 0; r < 4; r++) {   /* rows past the end: results dropped */
                 int i = i0 + r < n ? i0 + r : i0;
-                p[r] = S + (size_t)i * n;
+                p[r] = S + (size_t)i * ls;
                 o[r] = i0 + r < n ? out + (size_t)i * d : spare;
             }
             attention_pv4(o, p, v, d, len);
         } else {
             for (int i = i0; i < i0 + 4 && i < n; i++) {
                 float *o = out + (size_t)i * d;
-                const float *p = S + (size_t)i * n;
+                const float *p = S + (size_t)i * ls;
                 for (int t = 0; t < hd; t++) o[t] = 0.0f;
                 for (int j = 0; j < len; j++)
                     for (int t = 0; t < hd; t++) o[t] += p[j] * v[(size_t)j * d + t];
@@ -575,8 +612,8 @@ void clip_attention(float *out, const float *q, const float *k, const float *v,
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    if ((double)n * n * threads * sizeof(float) < (double)((size_t)-1 / 2)) {
-        nn = (size_t)n * n;
+    if (((double)n + head_dim) * (n + KB) * threads * sizeof(float) < (double)((size_t)-1 / 2)) {
+        nn = ((size_t)n + head_dim) * ((n + KB - 1) / KB * KB);
         S = malloc(nn * threads * sizeof(float));
     }
     if (!S) {
@@ -588,7 +625,7 @@ void clip_attention(float *out, const float *q, const float *k, const float *v,
         return;
     }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (heads > 1 && (double)heads * nn * head_dim >= 100000.0)
+#pragma omp parallel num_threads(threads) if (heads > 1 && (double)heads * n * n * head_dim >= 100000.0)
 #endif
     {
         float *mine = S;
