@@ -69,6 +69,12 @@ void clip_set_threads(int n)
 #else
 #define LANES
 #endif
+/* A hint to start reading memory that the next tile will need (GCC, clang) */
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
 /* The kernels' sums fill most of the 32 vector registers; gcc's
  * unroll-and-jam would double the operands in flight and spill sums to
  * memory, halving the speed. */
@@ -113,7 +119,8 @@ static void gemm_pack_strip(float *pa, const float *A, int lda, int i0, int rows
 }
 
 /* tile[r][t] = sum over p < k of b[r][p] * pa[p][t], for r < NB, t < w (w <= SW) */
-static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB], int k, int w)
+static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB],
+                                          const float *const next[NB], int k, int w)
 {
     const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5];
     for (int j = 0; j < NB * w; j++) tile[j] = 0.0f;
@@ -121,6 +128,8 @@ static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const fl
         int k1 = k - k0 < KC ? k : k0 + KC;
         float c0[SW], c1[SW], c2[SW], c3[SW], c4[SW], c5[SW];
         for (int t = 0; t < w; t++) c0[t] = c1[t] = c2[t] = c3[t] = c4[t] = c5[t] = 0.0f;
+        for (int r = 0; r < NB; r++)   /* the next tile's rows of B, this block of k: from memory into cache meanwhile */
+            for (int p = k0; p < k1; p += 16) PREFETCH(next[r] + p);
         for (int p = k0; p < k1; p++) {
             const float *x = pa + (size_t)p * w;
             float y0 = b0[p], y1 = b1[p], y2 = b2[p], y3 = b3[p], y4 = b4[p], y5 = b5[p];
@@ -145,9 +154,18 @@ static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const fl
 #else
 #define OUT_OF_LINE
 #endif
-static OUT_OF_LINE void gemm_tile48(float *tile, const float *pa, const float *const b[NB], int k) { gemm_strip_tile(tile, pa, b, k, 48); }
-static OUT_OF_LINE void gemm_tile32(float *tile, const float *pa, const float *const b[NB], int k) { gemm_strip_tile(tile, pa, b, k, 32); }
-static OUT_OF_LINE void gemm_tile16(float *tile, const float *pa, const float *const b[NB], int k) { gemm_strip_tile(tile, pa, b, k, 16); }
+static OUT_OF_LINE void gemm_tile48(float *tile, const float *pa, const float *const b[NB], const float *const next[NB], int k)
+{
+    gemm_strip_tile(tile, pa, b, next, k, 48);
+}
+static OUT_OF_LINE void gemm_tile32(float *tile, const float *pa, const float *const b[NB], const float *const next[NB], int k)
+{
+    gemm_strip_tile(tile, pa, b, next, k, 32);
+}
+static OUT_OF_LINE void gemm_tile16(float *tile, const float *pa, const float *const b[NB], const float *const next[NB], int k)
+{
+    gemm_strip_tile(tile, pa, b, next, k, 16);
+}
 
 /* C[i0 + t] in column r = tile[r][t] + bias[r] for t < rows, r < nb */
 static void gemm_store_tile(float *const c[NB], const float bias[NB], int ldc, const float *tile, int w,
@@ -269,12 +287,15 @@ static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int 
                 p = pa + (size_t)i0 * k;
                 for (int jb = g * GROUP; jb < jb1; jb++) {
                     int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB;
-                    const float *b[NB];
-                    float bias[NB], *c[NB];
-                    for (int r = 0; r < NB; r++) b[r] = col_of(W, j0 + r, &bias[r], &c[r]);
-                    if (w == 48) gemm_tile48(tile, p, b, k);
-                    else if (w == 32) gemm_tile32(tile, p, b, k);
-                    else gemm_tile16(tile, p, b, k);
+                    const float *b[NB], *next[NB];
+                    float bias[NB], *c[NB], unused_b, *unused_c;
+                    for (int r = 0; r < NB; r++) {
+                        b[r] = col_of(W, j0 + r, &bias[r], &c[r]);
+                        next[r] = col_of(W, j0 + NB + r, &unused_b, &unused_c);
+                    }
+                    if (w == 48) gemm_tile48(tile, p, b, next, k);
+                    else if (w == 32) gemm_tile32(tile, p, b, next, k);
+                    else gemm_tile16(tile, p, b, next, k);
                     gemm_store_tile(c, bias, W->ldc, tile, w, i0, rows, nb);
                     for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
                         float out[2 * NB];
