@@ -69,15 +69,9 @@ void clip_set_threads(int n)
 #else
 #define LANES
 #endif
-/* A hint to start reading memory that the next tile will need (GCC, clang) */
-#if defined(__GNUC__)
-#define PREFETCH(p) __builtin_prefetch((p), 0, 3)
-#else
-#define PREFETCH(p) ((void)(p))
-#endif
-/* The kernels' sums fill most of the 32 vector registers; gcc's
+/* The attention kernels' sums fill most of the vector registers; gcc's
  * unroll-and-jam would double the operands in flight and spill sums to
- * memory, halving the speed. */
+ * memory (15% slower). */
 #if defined(__GNUC__) && !defined(__clang__)
 #define NO_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
 #else
@@ -92,17 +86,18 @@ typedef struct {
     float *C[3];
 } gemm_cols;
 
-/* column j of the product (j past the end: the last one, whose results are dropped):
- * its row of B, its bias and its column of C */
-static const float *col_of(const gemm_cols *W, int j, float *bias, float **c)
+/* columns j0, j0 + 1, ... j0 + count - 1 of the product: their rows of B,
+ * biases and columns of C (columns past the end repeat the last one, whose
+ * results are dropped); one division, then a walk */
+static void cols_of(const gemm_cols *W, int j0, int count, const float **b, float *bias, float **c)
 {
-    int last = W->parts * W->n - 1, p, r;
-    j = j < last ? j : last;
-    p = j / W->n;
-    r = j % W->n;
-    *bias = W->bias[p] ? W->bias[p][r] : 0.0f;
-    *c = W->C[p] + r;
-    return W->B[p] + (size_t)r * W->ldb;
+    int last = W->parts * W->n - 1, p = (j0 < last ? j0 : last) / W->n, r = (j0 < last ? j0 : last) % W->n;
+    for (int i = 0; i < count; i++) {
+        b[i] = W->B[p] + (size_t)r * W->ldb;
+        bias[i] = W->bias[p] ? W->bias[p][r] : 0.0f;
+        c[i] = W->C[p] + r;
+        if (j0 + i < last && ++r == W->n) { r = 0; p++; }
+    }
 }
 
 /* pa[p][t] = A[i0 + t][p] for p in [p0, p1), t < w; zero for rows past `rows` */
@@ -119,8 +114,7 @@ static void gemm_pack_strip(float *pa, const float *A, int lda, int i0, int rows
 }
 
 /* tile[r][t] = sum over p < k of b[r][p] * pa[p][t], for r < NB, t < w (w <= SW) */
-static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB],
-                                          const float *const next[NB], int k, int w)
+static void gemm_strip_tile(float *tile, const float *pa, const float *const b[NB], int k, int w)
 {
     const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5];
     for (int j = 0; j < NB * w; j++) tile[j] = 0.0f;
@@ -128,8 +122,6 @@ static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const fl
         int k1 = k - k0 < KC ? k : k0 + KC;
         float c0[SW], c1[SW], c2[SW], c3[SW], c4[SW], c5[SW];
         for (int t = 0; t < w; t++) c0[t] = c1[t] = c2[t] = c3[t] = c4[t] = c5[t] = 0.0f;
-        for (int r = 0; r < NB; r++)   /* the next tile's rows of B, this block of k: from memory into cache meanwhile */
-            for (int p = k0; p < k1; p += 16) PREFETCH(next[r] + p);
         for (int p = k0; p < k1; p++) {
             const float *x = pa + (size_t)p * w;
             float y0 = b0[p], y1 = b1[p], y2 = b2[p], y3 = b3[p], y4 = b4[p], y5 = b5[p];
@@ -146,29 +138,8 @@ static inline NO_JAM void gemm_strip_tile(float *tile, const float *pa, const fl
     }
 }
 
-/* One copy of the kernel per strip width, each with every loop bound a
- * constant, kept out of line so that the compiler gives each its registers
- * on its own (inlined into the threaded loop, gcc 12 spills the sums). */
-#if defined(__GNUC__)
-#define OUT_OF_LINE __attribute__((noinline))
-#else
-#define OUT_OF_LINE
-#endif
-static OUT_OF_LINE void gemm_tile48(float *tile, const float *pa, const float *const b[NB], const float *const next[NB], int k)
-{
-    gemm_strip_tile(tile, pa, b, next, k, 48);
-}
-static OUT_OF_LINE void gemm_tile32(float *tile, const float *pa, const float *const b[NB], const float *const next[NB], int k)
-{
-    gemm_strip_tile(tile, pa, b, next, k, 32);
-}
-static OUT_OF_LINE void gemm_tile16(float *tile, const float *pa, const float *const b[NB], const float *const next[NB], int k)
-{
-    gemm_strip_tile(tile, pa, b, next, k, 16);
-}
-
 /* C[i0 + t] in column r = tile[r][t] + bias[r] for t < rows, r < nb */
-static void gemm_store_tile(float *const c[NB], const float bias[NB], int ldc, const float *tile, int w,
+static void gemm_store_tile(float *const *c, const float *bias, int ldc, const float *tile, int w,
                             int i0, int rows, int nb)
 {
     for (int t = 0; t < rows; t++)
@@ -280,22 +251,23 @@ static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int 
 #endif
         for (int g = 0; g < groups; g++) {
             int jb1 = (g + 1) * GROUP < blocks ? (g + 1) * GROUP : blocks;
+            const float *bg[GROUP * NB];   /* the group's columns */
+            float biasg[GROUP * NB], *cg[GROUP * NB];
+            cols_of(W, g * GROUP * NB, GROUP * NB, bg, biasg, cg);
             for (int s = 0; s < L.strips; s++) {
                 int i0, rows, w;
                 const float *p;
                 strip_of(&L, s, &i0, &rows, &w);
                 p = pa + (size_t)i0 * k;
                 for (int jb = g * GROUP; jb < jb1; jb++) {
-                    int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB;
-                    const float *b[NB], *next[NB];
-                    float bias[NB], *c[NB], unused_b, *unused_c;
-                    for (int r = 0; r < NB; r++) {
-                        b[r] = col_of(W, j0 + r, &bias[r], &c[r]);
-                        next[r] = col_of(W, j0 + NB + r, &unused_b, &unused_c);
-                    }
-                    if (w == 48) gemm_tile48(tile, p, b, next, k);
-                    else if (w == 32) gemm_tile32(tile, p, b, next, k);
-                    else gemm_tile16(tile, p, b, next, k);
+                    int j0 = jb * NB, nb = n - j0 < NB ? n - j0 : NB, t0 = (jb - g * GROUP) * NB;
+                    const float *const *b = bg + t0;
+                    const float *bias = biasg + t0;
+                    float *const *c = cg + t0;
+                    /* one copy of the kernel per width, every loop bound a constant */
+                    if (w == 48) gemm_strip_tile(tile, p, b, k, 48);
+                    else if (w == 32) gemm_strip_tile(tile, p, b, k, 32);
+                    else gemm_strip_tile(tile, p, b, k, 16);
                     gemm_store_tile(c, bias, W->ldc, tile, w, i0, rows, nb);
                     for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
                         float out[2 * NB];
@@ -343,7 +315,7 @@ static void gemm_dots(const gemm_cols *W, const float *A, int lda, int m, int k)
         int j0 = jb * 8, nb = n - j0 < 8 ? n - j0 : 8;
         const float *b[8];
         float out[8], bias[8], *c[8];
-        for (int r = 0; r < 8; r++) b[r] = col_of(W, j0 + r, &bias[r], &c[r]);
+        cols_of(W, j0, 8, b, bias, c);
         for (int i = 0; i < m; i++) {
             gemm_dot_1x8(out, A + (size_t)i * lda, b, k);
             for (int r = 0; r < nb; r++) c[r][(size_t)i * W->ldc] = out[r] + bias[r];

@@ -226,6 +226,7 @@ def main():
         print("bench: writing %s (once)" % MODEL, flush=True)
         os.makedirs(OUT, exist_ok=True)
         subprocess.run([sys.executable, os.path.join(ROOT, "convert.py"), "--synthetic", "ViT-B/32", "-o", MODEL], check=True)
+        os.sync()   # written back, so that the first mapping of it is not slowed by writeback
 
     has_numpy, has_torch = have("numpy"), have("torch")
     if not has_numpy:
@@ -243,6 +244,9 @@ def main():
     ours = ours_gemm = torch_res = blas = None
     for rnd in range(a.rounds):
         print("bench: round %d of %d: clip.c" % (rnd + 1, a.rounds), end="", flush=True)
+        # a pause first: the kernel is still handing back the last child's memory for a moment
+        # after it exits, and that work would land in clip.c's start-up time
+        time.sleep(1.0)
         r = run_json([CLIP, "bench", "-m", a.model, "-j", t, "--json"])
         ours = r if ours is None else merge(ours, r)
         g = run_json([CLIP, "bench", "-j", t, "--json"] + shapes)
@@ -250,6 +254,7 @@ def main():
         if has_torch:
             print(", PyTorch", end="", flush=True)
             lens = ",".join(str(n) for n in ours["lens"])
+            time.sleep(1.0)
             r = run_json([sys.executable, os.path.abspath(__file__), "--torch-child", a.model, t, lens], env)
             torch_res = r if torch_res is None else merge(torch_res, r)
         if has_numpy:
