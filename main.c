@@ -333,12 +333,39 @@ static void make_dir(const char *dir)
 /* ------------------------------------------------------------------------ */
 /* clip embed                                                                */
 /* ------------------------------------------------------------------------ */
+/* the embeddings made so far: rows [rows, dim], grown as inputs come */
+typedef struct { float *data; int rows, cap, dim; } embeddings;
+
+/* room for `count` more rows; returns the first of them */
+static float *add_rows(embeddings *e, int count)
+{
+    while (e->rows + count > e->cap) {
+        e->cap = e->cap ? 2 * e->cap : 16;
+        e->data = realloc(e->data, (size_t)e->cap * e->dim * sizeof(float));
+        if (!e->data) die(1, "out of memory");
+    }
+    e->rows += count;
+    return e->data + (size_t)(e->rows - count) * e->dim;
+}
+
+/* --dump DIR: the folder for input number `index` (DIR itself when there is one input) */
+static char *dump_dir(const options *o, int n_inputs, int index, char *buf, size_t size)
+{
+    if (!o->dump) return NULL;
+    if (n_inputs == 1) snprintf(buf, size, "%s", o->dump);
+    else {
+        snprintf(buf, size, "%s/%d", o->dump, index);
+        make_dir(buf);
+    }
+    return buf;
+}
+
 static int cmd_embed(const options *o)
 {
     clip_model *m = load_model(o);
     const clip_config *c = clip_get_config(m);
-    int D = c->projection_dim, S = c->image_size, rows = 0, cap = 0;
-    float *out = NULL;
+    int D = c->projection_dim, S = c->image_size;
+    embeddings e = {NULL, 0, 0, D};
     char dumpdir[4096];
     int n_inputs = o->n_texts + o->n_images + o->n_ids + o->n_pixels + o->n_pos;
 
@@ -346,10 +373,6 @@ static int cmd_embed(const options *o)
     if (!n_inputs) usage_error("nothing to embed: give --text, --image, --ids or --pixel-values");
     if (o->dump) make_dir(o->dump);
 
-#define ROW() (rows == cap ? (cap = cap ? 2 * cap : 16, out = realloc(out, (size_t)cap * D * sizeof(float)), \
-               out ? (void)0 : die(1, "out of memory")) : (void)0, out + (size_t)rows++ * D)
-#define DUMPDIR() (o->dump ? (n_inputs == 1 ? snprintf(dumpdir, sizeof dumpdir, "%s", o->dump) \
-               : (snprintf(dumpdir, sizeof dumpdir, "%s/%d", o->dump, rows), make_dir(dumpdir), 0), dumpdir) : NULL)
     for (int i = 0; i < o->n_ids; i++) {
         int32_t ids[4096];
         int n = 0;
@@ -366,16 +389,15 @@ static int cmd_embed(const options *o)
             ids[n++] = (int32_t)v;
             s = end;
         }
-        float *row;
-        char *dd = DUMPDIR();
-        row = ROW();
+        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
+        float *row = add_rows(&e, 1);
         if (dd) { int sh[1] = {n}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
         char err[CLIP_ERR_SIZE];
         if (clip_encode_text(m, ids, n, row, dd ? dump_npy : NULL, dd, err)) die(1, "--ids '%s': %s", o->ids[i], err);
     }
     for (int i = 0; i < o->n_texts; i++) {
-        char *dd = DUMPDIR();
-        float *row = ROW();
+        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
+        float *row = add_rows(&e, 1);
         if (dd) {
             int32_t ids[1024];
             int n = tokenize_text(m, o->texts[i], ids, 1024), sh[1];
@@ -388,8 +410,8 @@ static int cmd_embed(const options *o)
     }
     for (int i = 0; i < o->n_images; i++) {
         float *px = image_pixels(m, o->images[i], o->resize);
-        char *dd = DUMPDIR();
-        float *row = ROW();
+        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
+        float *row = add_rows(&e, 1);
         if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", px, 4, sh); }
         image_features(m, px, row, dd ? dump_npy : NULL, dd);
         free(px);
@@ -403,31 +425,27 @@ static int cmd_embed(const options *o)
         for (int k = 0; k < count;) {
             /* without --dump, up to 16 images share each pass over the weights */
             int batch = o->dump ? 1 : (count - k < 16 ? count - k : 16);
-            char *dd = DUMPDIR(), err[CLIP_ERR_SIZE];
-            float *row = ROW();
+            char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir), err[CLIP_ERR_SIZE];
+            float *row = add_rows(&e, batch);
             const float *pk = px + (size_t)k * 3 * S * S;
-            for (int b = 1; b < batch; b++) ROW();
-            row = out + (size_t)(rows - batch) * D;
             if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
             if (clip_encode_images(m, pk, batch, row, dd ? dump_npy : NULL, dd, err)) die(1, "%s", err);
             k += batch;
         }
         free(px);
     }
-#undef ROW
-#undef DUMPDIR
     if (!o->raw)
-        for (int r = 0; r < rows; r++) clip_normalize(out + (size_t)r * D, D);
+        for (int r = 0; r < e.rows; r++) clip_normalize(e.data + (size_t)r * D, D);
     if (o->out) {
-        int sh[2] = {rows, D};
-        write_npy(o->out, "<f4", out, 4, 2, sh);
+        int sh[2] = {e.rows, D};
+        write_npy(o->out, "<f4", e.data, 4, 2, sh);
     } else {
-        for (int r = 0; r < rows; r++) {
-            for (int j = 0; j < D; j++) printf(j ? " %.9g" : "%.9g", out[(size_t)r * D + j]);
+        for (int r = 0; r < e.rows; r++) {
+            for (int j = 0; j < D; j++) printf(j ? " %.9g" : "%.9g", e.data[(size_t)r * D + j]);
             putchar('\n');
         }
     }
-    free(out);
+    free(e.data);
     clip_free(m);
     return 0;
 }
