@@ -309,7 +309,7 @@ static void gemm_dots(const gemm_cols *W, const float *A, int lda, int m, int k)
 {
     int n = W->parts * W->n, blocks = (n + 7) / 8;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((double)m * n * k > 200000.0)
+#pragma omp parallel for schedule(dynamic, 2) if ((double)m * n * k > 200000.0)
 #endif
     for (int jb = 0; jb < blocks; jb++) {
         int j0 = jb * 8, nb = n - j0 < 8 ? n - j0 : 8;
