@@ -51,6 +51,38 @@ static void test_linear(int n, int in, int out, int bias)
     free(x); free(w); free(b); free(y); free(ref);
 }
 
+/* clip_linear3 against three clip_linear calls (the same sums: identical bits) and double */
+static void test_linear3(int n, int in, int out)
+{
+    float *x = rand_array((size_t)n * in, 1.0f), *w[3], *b[3], *y[3], *single = malloc((size_t)n * out * sizeof(float));
+    double *ref = malloc((size_t)n * out * sizeof(double));
+    int same = 1;
+    char name[64];
+    for (int p = 0; p < 3; p++) {
+        w[p] = rand_array((size_t)out * in, 0.05f);
+        b[p] = p == 1 ? NULL : rand_array(out, 0.1f);   /* k_proj-like part without a bias too */
+        y[p] = malloc((size_t)n * out * sizeof(float));
+    }
+    clip_linear3(y, x, (const float *const *)w, (const float *const *)b, n, in, out);
+    for (int p = 0; p < 3; p++) {
+        clip_linear(single, x, w[p], b[p], n, in, out);
+        for (size_t i = 0; i < (size_t)n * out; i++) same &= single[i] == y[p][i];
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++) {
+                double s = b[p] ? b[p][o] : 0.0;
+                for (int k = 0; k < in; k++) s += (double)x[(size_t)i * in + k] * w[p][(size_t)o * in + k];
+                ref[(size_t)i * out + o] = s;
+            }
+        snprintf(name, sizeof name, "linear3 %dx%d -> 3x%d, part %d", n, in, out, p);
+        check(name, y[p], ref, (size_t)n * out, 2e-6 * sqrt((double)in));
+    }
+    snprintf(name, sizeof name, "linear3 %dx%d -> 3x%d", n, in, out);
+    if (same) { passed++; printf("ok   %-40s identical to clip_linear\n", name); }
+    else { failed++; printf("FAIL linear3 %dx%d -> 3x%d differs from clip_linear\n", n, in, out); }
+    for (int p = 0; p < 3; p++) { free(w[p]); free(b[p]); free(y[p]); }
+    free(x); free(single); free(ref);
+}
+
 static void test_layer_norm(int n, int d)
 {
     float *x = rand_array((size_t)n * d, 3.0f), *g = rand_array(d, 1.0f), *b = rand_array(d, 1.0f);
@@ -99,6 +131,35 @@ static void test_attention(int n, int heads, int hd, int causal)
         }
     snprintf(name, sizeof name, "attention n=%d heads=%d hd=%d%s", n, heads, hd, causal ? " causal" : "");
     check(name, out, ref, (size_t)n * d, 1e-5);
+    free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
+}
+
+/* one query row at position i against keys 0..len-1 (the pooled last layer) */
+static void test_attention_query(int len, int heads, int hd)
+{
+    int d = heads * hd;
+    float *q = rand_array(d, 1.0f), *k = rand_array((size_t)len * d, 1.0f), *v = rand_array((size_t)len * d, 1.0f);
+    float *out = malloc(d * sizeof(float)), *scratch = malloc(len * sizeof(float));
+    double *ref = malloc(d * sizeof(double)), *p = malloc(len * sizeof(double));
+    char name[64];
+    clip_attention_query(out, q, k, v, len, heads, hd, scratch);
+    for (int h = 0; h < heads; h++) {
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j < len; j++) {
+            double s = 0;
+            for (int t = 0; t < hd; t++) s += (double)q[h * hd + t] * k[(size_t)j * d + h * hd + t];
+            p[j] = s;
+            if (s > mx) mx = s;
+        }
+        for (int j = 0; j < len; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+        for (int t = 0; t < hd; t++) {
+            double o = 0;
+            for (int j = 0; j < len; j++) o += p[j] / sum * v[(size_t)j * d + h * hd + t];
+            ref[h * hd + t] = o;
+        }
+    }
+    snprintf(name, sizeof name, "attention_query len=%d heads=%d hd=%d", len, heads, hd);
+    check(name, out, ref, d, 1e-5);
     free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
 }
 
@@ -157,6 +218,10 @@ int main(void)
     test_linear(200, 1, 50, 1);
     test_linear(1100, 20, 7, 1);     /* rows in several passes */
     test_linear(800, 64, 13, 0);
+    test_linear3(7, 512, 512);       /* dot products */
+    test_linear3(50, 768, 768);      /* strips, two rows left over */
+    test_linear3(77, 64, 100);       /* tiles that straddle two parts */
+    test_linear3(16, 33, 5);
     test_layer_norm(1, 1);
     test_layer_norm(7, 513);
     test_layer_norm(50, 768);
@@ -169,6 +234,12 @@ int main(void)
     test_attention(5, 2, 64, 1);     /* 64-wide heads with a partial block of four rows */
     test_attention(13, 3, 64, 0);
     test_attention(17, 2, 32, 1);
+    test_attention(65, 2, 64, 1);    /* keys in two blocks of 64 */
+    test_attention(130, 2, 64, 0);   /* three blocks, none skipped */
+    test_attention_query(1, 1, 1);
+    test_attention_query(50, 12, 64);
+    test_attention_query(7, 8, 64);
+    test_attention_query(33, 3, 17);
     test_activations();
     printf("tensor: %d passed, %d failed\n", passed, failed);
     return failed != 0;
