@@ -407,14 +407,14 @@ static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config
     for (size_t i = 0; i < nd; i++) x[i] += h[i];
 }
 
-/* The same layer when only token `pool` of each sequence is read after it
+/* The same layer when only token pool[b] of sequence b is read after it
  * (the last layer, when no hidden state is dumped: the class token of an
- * image, the end-of-text token of a text). Keys and values are needed for
+ * image, pool NULL for row 0; the end-of-text token of a text). Keys and values are needed for
  * every token; the query, attention, out_proj and MLP only for the batch
  * pooled rows, which saves most of the layer. The other rows of x are left
  * as they were. Same buffer as encoder_layer; n >= 2. */
 static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
-                                 int causal, int pool, float *buf)
+                                 int causal, const int *pool, float *buf)
 {
     int d = c->hidden, hd = d / c->heads, rows = batch * n;
     size_t nd = (size_t)rows * d, bd = (size_t)batch * d;
@@ -426,9 +426,10 @@ static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower
     clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, d, c->eps);
     clip_linear3(qkv, h, w, bias, rows, d, d);
     for (int b = 0; b < batch; b++) {
-        size_t row = (size_t)b * n + pool, off = (size_t)b * n * d;
+        int pb = pool ? pool[b] : 0;
+        size_t row = (size_t)b * n + pb, off = (size_t)b * n * d;
         for (int i = 0; i < d; i++) q[row * d + i] *= scale;
-        clip_attention_query(o + (size_t)b * d, q + row * d, k + off, v + off, causal ? pool + 1 : n, c->heads, hd, s);
+        clip_attention_query(o + (size_t)b * d, q + row * d, k + off, v + off, causal ? pb + 1 : n, c->heads, hd, s);
         memcpy(xp + (size_t)b * d, x + row * d, (size_t)d * sizeof(float));
     }
     clip_linear(t, o, L->o_w, L->o_b, batch, d, d);
@@ -440,14 +441,15 @@ static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower
     else clip_quick_gelu(f, (size_t)batch * c->intermediate);
     clip_linear(t, f, L->fc2_w, L->fc2_b, batch, c->intermediate, d);
     for (int b = 0; b < batch; b++)
-        for (int i = 0; i < d; i++) x[((size_t)b * n + pool) * d + i] = xp[(size_t)b * d + i] + t[(size_t)b * d + i];
+        for (int i = 0; i < d; i++) x[((size_t)b * n + (pool ? pool[b] : 0)) * d + i] = xp[(size_t)b * d + i] + t[(size_t)b * d + i];
 }
 
 /* CLIPEncoder: the layers in turn, dumping "<tower>_hidden_NN" before each
  * layer and after the last (Hugging Face's hidden_states). Without a dump,
- * the last layer computes only row `pool` of each sequence. */
+ * the last layer computes only row pool[b] of each sequence b (row 0 when
+ * pool is NULL). */
 static void encoder(float *x, const clip_layer *layers, const clip_tower_config *c, int batch, int n, int causal,
-                    int pool, float *buf, const char *tower, clip_dump_fn dump, void *ctx)
+                    const int *pool, float *buf, const char *tower, clip_dump_fn dump, void *ctx)
 {
     char name[64];
     for (int l = 0; l <= c->layers; l++) {
@@ -475,52 +477,83 @@ static float *encoder_alloc(const clip_tower_config *c, int batch, int n, double
 /* ------------------------------------------------------------------------ */
 /* Text tower: CLIPTextTransformer + text_projection                         */
 /* ------------------------------------------------------------------------ */
-/* ids[n] -> embeddings x[n, d] = token_embedding[ids] + position_embedding[0..n)
- * -> causal encoder -> final_layer_norm -> pooled row -> features[proj]. */
-int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
-                     clip_dump_fn dump, void *ctx, char *err)
+/* For each text b: ids[b][n_b] -> embeddings token_embedding[ids] +
+ * position_embedding[0..n_b) -> causal encoder -> final_layer_norm ->
+ * pooled row -> features[b][proj]. A batch runs as count sequences of the
+ * longest length n, the shorter ones padded at the end with their last id:
+ * with causal attention no real token sees a later one, so each text gets
+ * what it would get alone (the matrix products may round differently for
+ * more rows), and all share every read of the weights. */
+static int encode_texts(clip_model *m, const int32_t *const *ids, const int *lens, int count, float *features,
+                        clip_dump_fn dump, void *ctx, char *err)
 {
     const clip_config *c = &m->config;
-    int d = c->text.hidden, pool = 0;
-    if (n < 1 || n > c->max_positions) {
-        set_err(err, "a text must have between 1 and %d tokens (got %d)", c->max_positions, n);
-        return CLIP_EINPUT;
-    }
-    for (int i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= c->vocab_size) {
-            set_err(err, "token id %ld at position %d is outside the vocabulary (0..%d)", (long)ids[i], i, c->vocab_size - 1);
+    int d = c->text.hidden, n = 0, *pool;
+    if (count < 1) { set_err(err, "no texts to encode"); return CLIP_EINPUT; }
+    for (int b = 0; b < count; b++) {
+        if (lens[b] < 1 || lens[b] > c->max_positions) {
+            set_err(err, "a text must have between 1 and %d tokens (got %d)", c->max_positions, lens[b]);
             return CLIP_EINPUT;
         }
+        for (int i = 0; i < lens[b]; i++) {
+            if (ids[b][i] < 0 || ids[b][i] >= c->vocab_size) {
+                set_err(err, "token id %ld at position %d is outside the vocabulary (0..%d)", (long)ids[b][i], i, c->vocab_size - 1);
+                return CLIP_EINPUT;
+            }
+        }
+        n = lens[b] > n ? lens[b] : n;
     }
-    float *x = encoder_alloc(&c->text, 1, n, 0, err);
+    float *x = encoder_alloc(&c->text, count, n, (double)count * d + count, err);
     if (!x) return CLIP_ENOMEM;
-    float *buf = x + (size_t)n * d;
+    float *buf = x + (size_t)count * n * d, *pooled = buf + (size_t)count * n * (5 * d + c->text.intermediate) + (size_t)n * n;
+    pool = (int *)(void *)(pooled + (size_t)count * d);
 
-    for (int i = 0; i < n; i++) {
-        const float *t = m->w.token_embedding + (size_t)ids[i] * d, *p = m->w.text_position_embedding + (size_t)i * d;
-        for (int j = 0; j < d; j++) x[(size_t)i * d + j] = t[j] + p[j];
+    for (int b = 0; b < count; b++) {
+        const int32_t *id = ids[b];
+        int len = lens[b], *pb = &pool[b];
+        for (int i = 0; i < n; i++) {
+            const float *t = m->w.token_embedding + (size_t)id[i < len ? i : len - 1] * d;
+            const float *p = m->w.text_position_embedding + (size_t)i * d;
+            float *xi = x + ((size_t)b * n + i) * d;
+            for (int j = 0; j < d; j++) xi[j] = t[j] + p[j];
+        }
+        /* Pooling: legacy configs (eos_token_id == 2) take the position of the
+         * largest id (the eos token has the largest id in CLIP's vocabulary);
+         * others the first position holding eos_token_id (the last if absent). */
+        *pb = 0;
+        if (c->eos_token_id == 2) {
+            for (int i = 1; i < len; i++) if (id[i] > id[*pb]) *pb = i;
+        } else {
+            *pb = len - 1;
+            for (int i = 0; i < len; i++) if (id[i] == c->eos_token_id) { *pb = i; break; }
+        }
     }
-    /* Pooling: legacy configs (eos_token_id == 2) take the position of the
-     * largest id (the eos token has the largest id in CLIP's vocabulary);
-     * others the first position holding eos_token_id (the last if absent). */
-    if (c->eos_token_id == 2) {
-        for (int i = 1; i < n; i++) if (ids[i] > ids[pool]) pool = i;
-    } else {
-        pool = n - 1;
-        for (int i = 0; i < n; i++) if (ids[i] == c->eos_token_id) { pool = i; break; }
-    }
-    encoder(x, m->w.text_layers, &c->text, 1, n, 1, pool, buf, "text", dump, ctx);
-    if (dump) {
+    encoder(x, m->w.text_layers, &c->text, count, n, 1, pool, buf, "text", dump, ctx);
+    if (dump) {   /* one text (clip_encode_text) */
         clip_layer_norm(x, x, m->w.final_ln_w, m->w.final_ln_b, n, d, c->text.eps);
         dump_stage(dump, ctx, "text_last_hidden", x, 1, n, d);
-    } else {   /* only the pooled row is used */
-        clip_layer_norm(x + (size_t)pool * d, x + (size_t)pool * d, m->w.final_ln_w, m->w.final_ln_b, 1, d, c->text.eps);
     }
-    dump_stage(dump, ctx, "text_pooled", x + (size_t)pool * d, 1, 1, d);
-    clip_linear(features, x + (size_t)pool * d, m->w.text_projection, NULL, 1, d, c->projection_dim);
+    for (int b = 0; b < count; b++) {   /* only the pooled rows are used */
+        const float *xb = x + ((size_t)b * n + pool[b]) * d;
+        if (dump) memcpy(pooled + (size_t)b * d, xb, (size_t)d * sizeof(float));
+        else clip_layer_norm(pooled + (size_t)b * d, xb, m->w.final_ln_w, m->w.final_ln_b, 1, d, c->text.eps);
+    }
+    dump_stage(dump, ctx, "text_pooled", pooled, 1, 1, d);
+    clip_linear(features, pooled, m->w.text_projection, NULL, count, d, c->projection_dim);
     dump_stage(dump, ctx, "text_features", features, 1, 1, c->projection_dim);
     free(x);
     return CLIP_OK;
+}
+
+int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
+                     clip_dump_fn dump, void *ctx, char *err)
+{
+    return encode_texts(m, &ids, &n, 1, features, dump, ctx, err);
+}
+
+int clip_encode_texts(clip_model *m, const int32_t *const *ids, const int *lens, int count, float *features, char *err)
+{
+    return encode_texts(m, ids, lens, count, features, NULL, NULL, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -560,7 +593,7 @@ int clip_encode_images(clip_model *m, const float *pixels, int count, float *fea
     dump_stage(dump, ctx, "image_embeddings", x, count, n, d);
     clip_layer_norm(x, x, m->w.pre_ln_w, m->w.pre_ln_b, (int)rows, d, c->vision.eps);
 
-    encoder(x, m->w.vision_layers, &c->vision, count, n, 0, 0, buf, "image", dump, ctx);
+    encoder(x, m->w.vision_layers, &c->vision, count, n, 0, NULL, buf, "image", dump, ctx);
     dump_stage(dump, ctx, "image_last_hidden", x, count, n, d);
     for (int b = 0; b < count; b++)
         clip_layer_norm(pooled + (size_t)b * d, x + (size_t)b * n * d, m->w.post_ln_w, m->w.post_ln_b, 1, d, c->vision.eps);

@@ -161,6 +161,11 @@ typedef void (*clip_dump_fn)(void *ctx, const char *name, const float *data, int
  * (text_projection output, not normalized). */
 int clip_encode_text(clip_model *model, const int32_t *ids, int n, float *features,
                      clip_dump_fn dump, void *dump_ctx, char *err);
+/* A batch: text b is ids[b][lens[b]] -> features[count, projection_dim], the
+ * computation clip_encode_text does for each (results agree to float rounding,
+ * about 1e-6); the texts share every read of the weights. */
+int clip_encode_texts(clip_model *model, const int32_t *const *ids, const int *lens, int count, float *features,
+                      char *err);
 /* Vision tower: pixels[3 * image_size * image_size] (CHW) -> features[projection_dim]. */
 int clip_encode_image(clip_model *model, const float *pixels, float *features,
                       clip_dump_fn dump, void *dump_ctx, char *err);
