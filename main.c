@@ -987,7 +987,7 @@ static int cmd_bench(const options *o)
             n = n < ctx ? n : ctx;
             runs[r].n = n;
             runs[r].flops = bench_tower_flops(&c->text, n, 1) + 2.0 * c->text.hidden * D;
-        } else {   /* the ten prompts' own FLOPs, one by one or batched (the padding not counted) */
+        } else if (runs[r].kind >= 2) {   /* the ten prompts' own FLOPs, one by one or batched (the padding not counted) */
             for (int t = 0; t < 10; t++) runs[r].flops += bench_tower_flops(&c->text, lens[t], 1) + 2.0 * c->text.hidden * D;
         }
     }
