@@ -374,6 +374,29 @@ static void dump_stage(clip_dump_fn dump, void *ctx, const char *name, const flo
     else dump(ctx, name, x, 3, shape);
 }
 
+/* The halves of a CLIPEncoderLayer that work row by row, on `rows` rows:
+ * q, k, v = q_proj, k_proj, v_proj(layer_norm1(x)) (h: scratch [rows, d]) */
+static void layer_qkv(float *q, float *k, float *v, float *h, const float *x, const clip_layer *L,
+                      const clip_tower_config *c, int rows)
+{
+    float *qkv[3] = {q, k, v};
+    const float *w[3] = {L->q_w, L->k_w, L->v_w}, *bias[3] = {L->q_b, L->k_b, L->v_b};
+    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, c->hidden, c->eps);
+    clip_linear3(qkv, h, w, bias, rows, c->hidden, c->hidden);
+}
+
+/* x += fc2(act(fc1(layer_norm2(x)))) (h: scratch [rows, d], f: [rows, intermediate]) */
+static void layer_mlp(float *x, float *h, float *f, const clip_layer *L, const clip_tower_config *c, int rows)
+{
+    int d = c->hidden;
+    clip_layer_norm(h, x, L->ln2_w, L->ln2_b, rows, d, c->eps);
+    clip_linear(f, h, L->fc1_w, L->fc1_b, rows, d, c->intermediate);
+    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)rows * c->intermediate);
+    else clip_quick_gelu(f, (size_t)rows * c->intermediate);
+    clip_linear(h, f, L->fc2_w, L->fc2_b, rows, c->intermediate, d);
+    for (size_t i = 0; i < (size_t)rows * d; i++) x[i] += h[i];
+}
+
 /* CLIPEncoderLayer, pre-norm, on x[batch * n, d] in place (batch sequences of n tokens):
  *   x += out_proj(attention(layer_norm1(x)))
  *   x += fc2(act(fc1(layer_norm2(x))))
@@ -386,11 +409,9 @@ static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config
     int d = c->hidden, hd = d / c->heads, rows = batch * n;
     size_t nd = (size_t)rows * d;
     float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
-    float scale = 1.0f / sqrtf((float)hd), *qkv[3] = {q, k, v};
-    const float *w[3] = {L->q_w, L->k_w, L->v_w}, *bias[3] = {L->q_b, L->k_b, L->v_b};
+    float scale = 1.0f / sqrtf((float)hd);
 
-    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, d, c->eps);
-    clip_linear3(qkv, h, w, bias, rows, d, d);
+    layer_qkv(q, k, v, h, x, L, c, rows);
     for (size_t i = 0; i < nd; i++) q[i] *= scale;
     for (int b = 0; b < batch; b++) {
         size_t off = (size_t)b * n * d;
@@ -398,33 +419,26 @@ static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config
     }
     clip_linear(h, o, L->o_w, L->o_b, rows, d, d);
     for (size_t i = 0; i < nd; i++) x[i] += h[i];
-
-    clip_layer_norm(h, x, L->ln2_w, L->ln2_b, rows, d, c->eps);
-    clip_linear(f, h, L->fc1_w, L->fc1_b, rows, d, c->intermediate);
-    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)rows * c->intermediate);
-    else clip_quick_gelu(f, (size_t)rows * c->intermediate);
-    clip_linear(h, f, L->fc2_w, L->fc2_b, rows, c->intermediate, d);
-    for (size_t i = 0; i < nd; i++) x[i] += h[i];
+    layer_mlp(x, h, f, L, c, rows);
 }
 
 /* The same layer when only token pool[b] of sequence b is read after it
  * (the last layer, when no hidden state is dumped: the class token of an
- * image, pool NULL for row 0; the end-of-text token of a text). Keys and values are needed for
- * every token; the query, attention, out_proj and MLP only for the batch
- * pooled rows, which saves most of the layer. The other rows of x are left
- * as they were. Same buffer as encoder_layer; n >= 2. */
+ * image, pool NULL for row 0; the end-of-text token of a text). Keys and
+ * values are needed for every token; the query, attention, out_proj and MLP
+ * only for the batch pooled rows, gathered into xp, which saves most of the
+ * layer. The other rows of x are left as they were. Same buffer as
+ * encoder_layer; n >= 2. */
 static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
                                  int causal, const int *pool, float *buf)
 {
     int d = c->hidden, hd = d / c->heads, rows = batch * n;
     size_t nd = (size_t)rows * d, bd = (size_t)batch * d;
     float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
-    float *xp = h, *hp = h + bd, *t = h + 2 * bd;   /* h (and q after attention) are free by then */
-    float scale = 1.0f / sqrtf((float)hd), *qkv[3] = {q, k, v};
-    const float *w[3] = {L->q_w, L->k_w, L->v_w}, *bias[3] = {L->q_b, L->k_b, L->v_b};
+    float *xp = h, *hp = h + bd;   /* h (and q after attention) are free by then */
+    float scale = 1.0f / sqrtf((float)hd);
 
-    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, d, c->eps);
-    clip_linear3(qkv, h, w, bias, rows, d, d);
+    layer_qkv(q, k, v, h, x, L, c, rows);
     for (int b = 0; b < batch; b++) {
         int pb = pool ? pool[b] : 0;
         size_t row = (size_t)b * n + pb, off = (size_t)b * n * d;
@@ -432,16 +446,11 @@ static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower
         clip_attention_query(o + (size_t)b * d, q + row * d, k + off, v + off, causal ? pb + 1 : n, c->heads, hd, s);
         memcpy(xp + (size_t)b * d, x + row * d, (size_t)d * sizeof(float));
     }
-    clip_linear(t, o, L->o_w, L->o_b, batch, d, d);
-    for (size_t i = 0; i < bd; i++) xp[i] += t[i];
-
-    clip_layer_norm(hp, xp, L->ln2_w, L->ln2_b, batch, d, c->eps);
-    clip_linear(f, hp, L->fc1_w, L->fc1_b, batch, d, c->intermediate);
-    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)batch * c->intermediate);
-    else clip_quick_gelu(f, (size_t)batch * c->intermediate);
-    clip_linear(t, f, L->fc2_w, L->fc2_b, batch, c->intermediate, d);
+    clip_linear(hp, o, L->o_w, L->o_b, batch, d, d);
+    for (size_t i = 0; i < bd; i++) xp[i] += hp[i];
+    layer_mlp(xp, hp, f, L, c, batch);
     for (int b = 0; b < batch; b++)
-        for (int i = 0; i < d; i++) x[((size_t)b * n + (pool ? pool[b] : 0)) * d + i] = xp[(size_t)b * d + i] + t[(size_t)b * d + i];
+        memcpy(x + ((size_t)b * n + (pool ? pool[b] : 0)) * d, xp + (size_t)b * d, (size_t)d * sizeof(float));
 }
 
 /* CLIPEncoder: the layers in turn, dumping "<tower>_hidden_NN" before each
@@ -503,10 +512,14 @@ static int encode_texts(clip_model *m, const int32_t *const *ids, const int *len
         }
         n = lens[b] > n ? lens[b] : n;
     }
-    float *x = encoder_alloc(&c->text, count, n, (double)count * d + count, err);
+    float *x = encoder_alloc(&c->text, count, n, (double)count * d, err);
     if (!x) return CLIP_ENOMEM;
+    if (!(pool = malloc((size_t)count * sizeof *pool))) {
+        free(x);
+        set_err(err, "out of memory");
+        return CLIP_ENOMEM;
+    }
     float *buf = x + (size_t)count * n * d, *pooled = buf + (size_t)count * n * (5 * d + c->text.intermediate) + (size_t)n * n;
-    pool = (int *)(void *)(pooled + (size_t)count * d);
 
     for (int b = 0; b < count; b++) {
         const int32_t *id = ids[b];
@@ -541,6 +554,7 @@ static int encode_texts(clip_model *m, const int32_t *const *ids, const int *len
     dump_stage(dump, ctx, "text_pooled", pooled, 1, 1, d);
     clip_linear(features, pooled, m->w.text_projection, NULL, count, d, c->projection_dim);
     dump_stage(dump, ctx, "text_features", features, 1, 1, c->projection_dim);
+    free(pool);
     free(x);
     return CLIP_OK;
 }

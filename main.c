@@ -280,21 +280,13 @@ static float *read_npy_float(const char *path, int *ndim, int dims[8])
 /* Inputs -> features                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* the ids the text tower takes: at most max, and no more than its positions */
 static int tokenize_text(clip_model *m, const char *text, int32_t *ids, int max)
 {
     char err[CLIP_ERR_SIZE];
     int n = clip_tokenize(clip_get_tokenizer(m), text, strlen(text), ids, max, 0, err);
     if (n < 0) die(1, "cannot tokenize '%.60s': %s", text, err);
-    return n;
-}
-
-static void text_features(clip_model *m, const char *text, float *out, clip_dump_fn dump, void *ctx)
-{
-    char err[CLIP_ERR_SIZE];
-    int32_t ids[1024];
-    int n = tokenize_text(m, text, ids, 1024);
-    if (n > clip_get_config(m)->max_positions) n = clip_get_config(m)->max_positions;
-    if (clip_encode_text(m, ids, n, out, dump, ctx, err)) die(1, "%s", err);
+    return n < clip_get_config(m)->max_positions ? n : clip_get_config(m)->max_positions;
 }
 
 /* features of n texts into out[n, D], up to 32 texts sharing each pass over the weights */
@@ -302,7 +294,7 @@ static void texts_features(clip_model *m, const char *const *texts, int n, float
 {
     enum { BATCH = 32, MAX_IDS = 1024 };
     char err[CLIP_ERR_SIZE];
-    int ctx = clip_get_config(m)->max_positions, D = clip_get_config(m)->projection_dim;
+    int D = clip_get_config(m)->projection_dim;
     int32_t *ids = xmalloc((size_t)BATCH * MAX_IDS * sizeof(int32_t));
     const int32_t *rows[BATCH];
     int lens[BATCH];
@@ -311,7 +303,6 @@ static void texts_features(clip_model *m, const char *const *texts, int n, float
         for (int b = 0; b < count; b++) {
             rows[b] = ids + (size_t)b * MAX_IDS;
             lens[b] = tokenize_text(m, texts[t0 + b], ids + (size_t)b * MAX_IDS, MAX_IDS);
-            if (lens[b] > ctx) lens[b] = ctx;
         }
         if (clip_encode_texts(m, rows, lens, count, out + (size_t)t0 * D, err)) die(1, "%s", err);
     }
@@ -381,6 +372,28 @@ static char *dump_dir(const options *o, int n_inputs, int index, char *buf, size
     return buf;
 }
 
+#define MAX_EMBED_IDS 4096
+
+/* --ids "49406 320 49407": token ids separated by spaces or commas */
+static int parse_ids(const char *s, int32_t ids[MAX_EMBED_IDS])
+{
+    const char *all = s;
+    int n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) {
+            if (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') { s++; continue; }
+            usage_error("--ids takes token ids separated by spaces, not '%s'", all);
+        }
+        if (n >= MAX_EMBED_IDS) usage_error("--ids: too many ids");
+        if (v < 0 || v > 0x7fffffffL) die(1, "--ids: token id %ld is out of range", v);
+        ids[n++] = (int32_t)v;
+        s = end;
+    }
+    return n;
+}
+
 static int cmd_embed(const options *o)
 {
     clip_model *m = load_model(o);
@@ -394,40 +407,17 @@ static int cmd_embed(const options *o)
     if (!n_inputs) usage_error("nothing to embed: give --text, --image, --ids or --pixel-values");
     if (o->dump) make_dir(o->dump);
 
-    for (int i = 0; i < o->n_ids; i++) {
-        int32_t ids[4096];
-        int n = 0;
-        const char *s = o->ids[i];
-        while (*s) {
-            char *end;
-            long v = strtol(s, &end, 10);
-            if (end == s) {
-                if (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') { s++; continue; }
-                usage_error("--ids takes token ids separated by spaces, not '%s'", o->ids[i]);
-            }
-            if (n >= 4096) usage_error("--ids: too many ids");
-            if (v < 0 || v > 0x7fffffffL) die(1, "--ids: token id %ld is out of range", v);
-            ids[n++] = (int32_t)v;
-            s = end;
-        }
-        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
+    /* --ids first, then --text: ids in, text_ids.npy and every stage out with --dump */
+    for (int i = 0; i < o->n_ids + o->n_texts; i++) {
+        int32_t ids[MAX_EMBED_IDS];
+        int n = i < o->n_ids ? parse_ids(o->ids[i], ids) : tokenize_text(m, o->texts[i - o->n_ids], ids, MAX_EMBED_IDS);
+        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir), err[CLIP_ERR_SIZE];
         float *row = add_rows(&e, 1);
         if (dd) { int sh[1] = {n}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
-        char err[CLIP_ERR_SIZE];
-        if (clip_encode_text(m, ids, n, row, dd ? dump_npy : NULL, dd, err)) die(1, "--ids '%s': %s", o->ids[i], err);
-    }
-    for (int i = 0; i < o->n_texts; i++) {
-        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
-        float *row = add_rows(&e, 1);
-        if (dd) {
-            int32_t ids[1024];
-            int n = tokenize_text(m, o->texts[i], ids, 1024), sh[1];
-            char p[4200];
-            sh[0] = n < c->max_positions ? n : c->max_positions;
-            snprintf(p, sizeof p, "%s/text_ids.npy", dd);
-            write_npy(p, "<i4", ids, 4, 1, sh);
+        if (clip_encode_text(m, ids, n, row, dd ? dump_npy : NULL, dd, err)) {
+            if (i < o->n_ids) die(1, "--ids '%s': %s", o->ids[i], err);
+            die(1, "%s", err);
         }
-        text_features(m, o->texts[i], row, dd ? dump_npy : NULL, dd);
     }
     for (int i = 0; i < o->n_images; i++) {
         float *px = image_pixels(m, o->images[i], o->resize);

@@ -570,7 +570,7 @@ static void attention_head(float *out, const float *q, const float *k, const flo
     }
 }
 
-/* the same for one query row, with its scores in p (n floats): the fallback */
+/* the same for one query row, with its scores in p (len floats) */
 static void attention_row(float *o, const float *qi, const float *k, const float *v, int ld, int len, int hd, float *p)
 {
     for (int j = 0; j < len; j++) p[j] = dot_lanes(qi, k + (size_t)j * ld, hd);
@@ -610,11 +610,8 @@ void clip_attention(float *out, const float *q, const float *k, const float *v,
         S = malloc(nn * threads * sizeof(float));
     }
     if (!S) {
-        for (int r = 0; r < heads * n; r++) {
-            int h = r / n, i = r % n, off = h * head_dim;
-            attention_row(out + (size_t)i * d + off, q + (size_t)i * d + off, k + off, v + off, d,
-                          causal ? i + 1 : n, head_dim, scratch);
-        }
+        for (int i = 0; i < n; i++)
+            clip_attention_query(out + (size_t)i * d, q + (size_t)i * d, k, v, causal ? i + 1 : n, heads, head_dim, scratch);
         return;
     }
 #ifdef _OPENMP

@@ -104,6 +104,26 @@ static void test_layer_norm(int n, int d)
     free(x); free(g); free(b); free(y); free(ref);
 }
 
+/* the reference for one query row of head h: softmax(q_i . k_j, j < len) v, in double
+ * (q, k, v rows d apart; p: len doubles of scratch) */
+static void ref_attention_row(double *out, const float *qi, const float *k, const float *v, int len, int d,
+                              int h, int hd, double *p)
+{
+    double mx = -1e300, sum = 0;
+    for (int j = 0; j < len; j++) {
+        double s = 0;
+        for (int t = 0; t < hd; t++) s += (double)qi[h * hd + t] * k[(size_t)j * d + h * hd + t];
+        p[j] = s;
+        if (s > mx) mx = s;
+    }
+    for (int j = 0; j < len; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+    for (int t = 0; t < hd; t++) {
+        double o = 0;
+        for (int j = 0; j < len; j++) o += p[j] / sum * v[(size_t)j * d + h * hd + t];
+        out[h * hd + t] = o;
+    }
+}
+
 static void test_attention(int n, int heads, int hd, int causal)
 {
     int d = heads * hd;
@@ -113,22 +133,8 @@ static void test_attention(int n, int heads, int hd, int causal)
     char name[64];
     clip_attention(out, q, k, v, n, heads, hd, causal, scratch);
     for (int h = 0; h < heads; h++)
-        for (int i = 0; i < n; i++) {
-            int len = causal ? i + 1 : n;
-            double mx = -1e300, sum = 0;
-            for (int j = 0; j < len; j++) {
-                double s = 0;
-                for (int t = 0; t < hd; t++) s += (double)q[(size_t)i * d + h * hd + t] * k[(size_t)j * d + h * hd + t];
-                p[j] = s;
-                if (s > mx) mx = s;
-            }
-            for (int j = 0; j < len; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
-            for (int t = 0; t < hd; t++) {
-                double o = 0;
-                for (int j = 0; j < len; j++) o += p[j] / sum * v[(size_t)j * d + h * hd + t];
-                ref[(size_t)i * d + h * hd + t] = o;
-            }
-        }
+        for (int i = 0; i < n; i++)
+            ref_attention_row(ref + (size_t)i * d, q + (size_t)i * d, k, v, causal ? i + 1 : n, d, h, hd, p);
     snprintf(name, sizeof name, "attention n=%d heads=%d hd=%d%s", n, heads, hd, causal ? " causal" : "");
     check(name, out, ref, (size_t)n * d, 1e-5);
     free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
@@ -143,21 +149,7 @@ static void test_attention_query(int len, int heads, int hd)
     double *ref = malloc(d * sizeof(double)), *p = malloc(len * sizeof(double));
     char name[64];
     clip_attention_query(out, q, k, v, len, heads, hd, scratch);
-    for (int h = 0; h < heads; h++) {
-        double mx = -1e300, sum = 0;
-        for (int j = 0; j < len; j++) {
-            double s = 0;
-            for (int t = 0; t < hd; t++) s += (double)q[h * hd + t] * k[(size_t)j * d + h * hd + t];
-            p[j] = s;
-            if (s > mx) mx = s;
-        }
-        for (int j = 0; j < len; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
-        for (int t = 0; t < hd; t++) {
-            double o = 0;
-            for (int j = 0; j < len; j++) o += p[j] / sum * v[(size_t)j * d + h * hd + t];
-            ref[h * hd + t] = o;
-        }
-    }
+    for (int h = 0; h < heads; h++) ref_attention_row(ref, q, k, v, len, d, h, hd, p);
     snprintf(name, sizeof name, "attention_query len=%d heads=%d hd=%d", len, heads, hd);
     check(name, out, ref, d, 1e-5);
     free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
