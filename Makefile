@@ -42,8 +42,15 @@ web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS)
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
 	    -sEXPORTED_RUNTIME_METHODS=FS,UTF8ToString,stringToUTF8,lengthBytesUTF8 -o $@ web/clip_web.c $(LIBSRC) -lm
 
+# make test: every suite in test/ (test/README.md). Needs a C compiler, make and python3; a suite
+# that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
+# CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
 test: clip
-	sh test/run.sh
+	PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
+
+# make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
+test-deps:
+	sh test/deps.sh
 
 bench: clip
 	$(PYTHON) test/bench.py
@@ -57,7 +64,7 @@ install: all
 	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
-.PHONY: all demo test bench clean install wasm
+.PHONY: all demo test test-deps bench clean install wasm
 
 # Sanitizers and fuzzing (test/fuzz/README.md). The library's sources, plus any image_*.c
 # not yet merged into image.c, built with AddressSanitizer and UndefinedBehaviorSanitizer.
@@ -67,14 +74,14 @@ SANSRC     = $(LIBSRC) $(filter-out $(LIBSRC),$(wildcard image*.c))
 SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86:quarantine_size_mb=16
 
 # make test-asan: the whole suite with CLIP_BIN=build/asan/clip; build/asan/cc is the compiler
-# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report
-# exits 86. Leak checking is off here (a command that exits on an error leaves its memory to the
-# system); the fuzz targets check every input for leaks.
+# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report,
+# a leak included (every program frees what it allocated, on errors too), exits 86.
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
 	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
-	$(SANENV):detect_leaks=0 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip sh test/run.sh
+	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
+	    PYTHON="$(PYTHON)" LIBSRC="$(SANSRC)" sh test/run.sh
 
 # make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c
 # for T=jpeg) with libFuzzer and run it for S seconds on test/out/fuzz/T/corpus plus the seeds
