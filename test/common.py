@@ -10,6 +10,14 @@ CLIP = os.environ.get("CLIP_BIN", os.path.join(ROOT, "clip"))
 os.makedirs(OUT, exist_ok=True)
 
 
+def make_var(name):
+    """A list of sources from the Makefile (the one place they are listed), as paths:
+    make_var("IMAGE_SRC") -> [ROOT/image.c, ROOT/decode/png.c, ...]."""
+    p = subprocess.run(["make", "-s", "--no-print-directory", "-C", ROOT, "print-" + name],
+                       capture_output=True, text=True, check=True)
+    return [os.path.join(ROOT, s) for s in p.stdout.split()]
+
+
 def need_golden():
     if not os.path.isdir(GOLDEN):
         print(f"FAIL golden data not found at {GOLDEN}: put the shared folder beside the repository "
