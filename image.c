@@ -201,11 +201,9 @@ int clip_image_decode(const uint8_t *data, size_t size, clip_image *img, char *e
 }
 
 /* ---------------------------------------------------------------------- */
-/* Resize, crop, normalize (CLIPImageProcessor)                           */
+/* Resize: Pillow's and PyTorch's bicubic, RGB [H, W] -> RGB [h, w]        */
 /* ---------------------------------------------------------------------- */
-/* Bicubic resizing and CLIPImageProcessor preprocessing.
- *
- * Two references are reproduced bit for bit:
+/* Two references are reproduced bit for bit:
  *
  *   pil          Pillow's img.resize((w, h), BICUBIC, reducing_gap=None)
  *                (src/libImaging/Resample.c, ImagingResample on 8-bit RGB),

@@ -23,6 +23,8 @@ enum { INFLATE_HEADER, INFLATE_BLOCK, INFLATE_STORED, INFLATE_CODES, INFLATE_MAT
        INFLATE_CHECK, INFLATE_DONE };
 enum { INFLATE_NEXT = 3 };
 
+/* RFC 1951 3.2.5: length codes 257..285 and distance codes 0..29, their
+ * base values and extra bits. */
 const uint16_t clip_deflate_len_base[29] = {
     3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31,
     35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
@@ -34,9 +36,9 @@ const uint16_t clip_deflate_dist_base[30] = {
 const uint8_t clip_deflate_dist_extra[30] = {
     0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11,
     12, 12, 13, 13};
+/* 3.2.7: the order in which the code length code lengths come */
 static const uint8_t clen_order[19] = {
     16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
-
 
 void clip_inflate_init(inflate_state *z, const uint8_t *in, size_t size, size_t limit)
 {
@@ -63,7 +65,7 @@ static uint32_t inflate_peek(const inflate_state *z)
     uint32_t v = 0;
     size_t i;
     if (z->size - z->pos >= 4)
-        return ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24) >> z->bit;
+        return rd32le(p) >> z->bit;
     for (i = 0; i < 4 && z->pos + i < z->size; i++) v |= (uint32_t)p[i] << (8 * i);
     return v >> z->bit;
 }

@@ -195,7 +195,6 @@ static const uint8_t *png_nul(const uint8_t *s, size_t n)
     return n ? memchr(s, 0, n) : NULL;
 }
 
-
 /* tEXt, zTXt and iCCP: the text a chunk adds counts towards the 64 MiB
  * limit; a compressed payload must decompress (zTXt: to at most 1 MiB). */
 static int png_text_chunk(png_info *p, const char *name, const uint8_t *s, uint32_t len, char *err)
@@ -345,7 +344,6 @@ static int png_chunk(png_info *p, const uint8_t *type, const uint8_t *s, uint32_
 /* ---------------------------------------------------------------------- */
 /* Rows (ZipDecode.c, Unpack.c, convert("RGB"))                            */
 /* ---------------------------------------------------------------------- */
-
 
 /* PNG filters (ZipDecode.c's predictor): undo filter row[0] in place using
  * the previous unfiltered row; bpp is bytes per complete pixel (>= 1). */
