@@ -439,6 +439,10 @@ static void png_put_row(const png_info *p, const uint8_t *row, size_t n, uint8_t
     }
 }
 
+/* ---------------------------------------------------------------------- */
+/* The file (PngImageFile._open, load_read, load_end)                      */
+/* ---------------------------------------------------------------------- */
+
 /* The image data chunks, as load_read walks them: after the first, IDAT,
  * DDAT or fdAT (with the next sequence number) continue the stream and
  * anything else ends it. Moves s to the next chunk; 0 at the end. */
@@ -500,10 +504,6 @@ static int png_load_end(png_info *p, const uint8_t *data, size_t size, uint64_t 
         q += (uint64_t)len + 4;
     }
 }
-
-/* ---------------------------------------------------------------------- */
-/* The file (PngImageFile._open, load_read, load_end)                      */
-/* ---------------------------------------------------------------------- */
 
 /* PngImageFile._open: the chunks up to the first IDAT (or fdAT), each
  * complete and with a good CRC. *first is that chunk's payload. */
