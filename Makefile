@@ -7,8 +7,12 @@ PREFIX  ?= /usr/local
 EMCC    ?= emcc
 WASMFLAGS ?= -O3 -msimd128
 WARN     = -std=c99 -Wall -Wextra -pedantic
-LIBSRC   = clip.c tokenizer.c image.c tensor.c
-HEADERS  = clip.h unicode_tables.h
+# The library's sources (README, "Code layout"); the tests read these lists: make -s print-IMAGE_SRC
+TOKENIZER_SRC = tokenizer.c
+IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c decode/ppm.c decode/png_write.c
+MODEL_SRC     = clip.c tensor.c
+LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
+HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
 
 all: clip libclip.a
 
@@ -64,13 +68,15 @@ install: all
 	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
+print-%:
+	@echo $($*)
+
 .PHONY: all demo test test-deps bench clean install wasm
 
-# Sanitizers and fuzzing (test/fuzz/README.md). The library's sources, plus any image_*.c
-# not yet merged into image.c, built with AddressSanitizer and UndefinedBehaviorSanitizer.
+# Sanitizers and fuzzing (test/fuzz/README.md): the library's sources built with
+# AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_CC    ?= clang
 SANITIZE   = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-SANSRC     = $(LIBSRC) $(filter-out $(LIBSRC),$(wildcard image*.c))
 SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86:quarantine_size_mb=16
 
 # make test-asan: the whole suite with CLIP_BIN=build/asan/clip; build/asan/cc is the compiler
@@ -79,9 +85,9 @@ SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
+	build/asan/cc $(WARN) -o build/asan/clip main.c $(LIBSRC) -lm
 	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
-	    PYTHON="$(PYTHON)" LIBSRC="$(SANSRC)" sh test/run.sh
+	    PYTHON="$(PYTHON)" sh test/run.sh
 
 # make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c
 # for T=jpeg) with libFuzzer and run it for S seconds on test/out/fuzz/T/corpus plus the seeds
@@ -98,8 +104,8 @@ fuzz: $(FUZZ_BIN)
 	    -print_final_stats=1 -artifact_prefix=test/out/fuzz/$(T)/ $(FUZZ_OPTS) \
 	    test/out/fuzz/$(T)/corpus test/out/fuzz/$(T)/seeds
 
-build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(SANSRC) $(HEADERS)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(LIBSRC) $(HEADERS)
 	mkdir -p build/fuzz
-	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(SANSRC) -lm
+	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(LIBSRC) -lm
 
 .PHONY: test-asan fuzz

@@ -47,6 +47,14 @@ INSTALL = {
     "Chromium": "apt-get install chromium",
 }
 
+def make_var(name):
+    """A list of sources from the Makefile (the one place they are listed), as paths:
+    make_var("IMAGE_SRC") -> [ROOT/image.c, ROOT/decode/png.c, ...]."""
+    p = subprocess.run(["make", "-s", "--no-print-directory", "-C", ROOT, "print-" + name],
+                       capture_output=True, text=True, check=True)
+    return [os.path.join(ROOT, s) for s in p.stdout.split()]
+
+
 
 # ---------------------------------------------------------------------------
 # Reporting

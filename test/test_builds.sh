@@ -84,7 +84,7 @@ for b in $BUILDS; do
             qemu) runner="qemu-i386 -R 3G"; write_m32_cc "$ROOT/$dir/cc-m32"; test_cc=$ROOT/$dir/cc-m32; images_args=--no-asan ;;
         esac
     fi
-    cp Makefile ./*.c ./*.h "$dir/"
+    cp Makefile ./*.c ./*.h "$dir/" && cp -r decode "$dir/"
     if ! nice make -C "$dir" clip CC="$cc" CFLAGS="$cflags" OPENMP="$openmp" > "$dir/build.log" 2>&1; then
         echo "FAIL build $b (see $dir/build.log):"; tail -5 "$dir/build.log"
         note "$b: BUILD FAILED"; failed=$((failed + 1)); continue

@@ -28,10 +28,13 @@ def softmax(x):
     return [v / sum(e) for v in e]
 
 
-def error_case(what, args, code, out=None):
+def error_case(what, args, code, out=None, names=None):
+    """args must exit with code and one `clip: error:` message (naming `names` when given), leaving no out."""
     p = clip(*args, ok=False)
     msg = p.stderr.decode(errors="replace")
     good = p.returncode == code and msg.startswith("clip: error: ") and msg.count("\n") <= 2
+    if names:
+        good = good and names in msg.split("\n")[0]
     if out:
         good = good and not os.path.exists(out) and not any(f.startswith(os.path.basename(out) + ".tmp") for f in os.listdir(os.path.dirname(out)))
     R.check(good, f"{what}: exit {p.returncode} (want {code}), message {msg.strip()[:100]!r}")
@@ -178,6 +181,31 @@ error_case("no model", ["embed", "--text", "hi"], 2)
 error_case("bad --ids", ["embed", "-m", model, "--ids", "49406 abc"], 2)
 error_case("id out of vocabulary", ["embed", "-m", model, "--ids", "49406 99999999 49407"], 1)
 error_case("bad thread count", ["bench", "-m", model, "-j", "0"], 2)
+# --- each command refuses the options it does not use (exit 2, naming the option) ---
+cat = os.path.join(ROOT, "data", "cat.png")
+chelsea = os.path.join(IMAGES, "chelsea.png")
+error_case("decode refuses --top", ["decode", "--top", "5", cat, "-o", out], 2, out, names="--top")
+error_case("decode refuses --top before --labels", ["decode", "--top", "5", "--labels", "a,b", cat, "-o", out], 2, out,
+           names="--top")
+error_case("decode refuses -m", ["decode", "-m", model, cat, "-o", out], 2, out, names="-m")
+error_case("preprocess refuses -j", ["preprocess", "-m", model, "-j", "2", cat, "-o", out], 2, out, names="-j")
+error_case("embed refuses --top", ["embed", "-m", model, "--text", "hi", "--top", "3", "-o", out], 2, out, names="--top")
+error_case("match refuses --raw", ["match", "-m", model, "-i", chelsea, "-t", "a cat", "--raw"], 2, names="--raw")
+error_case("tokenize refuses --json", ["tokenize", "-m", model, "--json", "hi"], 2, names="--json")
+error_case("info refuses --resize", ["info", "-m", model, "--resize", "pil"], 2, names="--resize")
+error_case("info refuses an argument", ["info", "-m", model, "extra"], 2, names="extra")
+error_case("bench refuses --pad", ["bench", "-m", model, "--pad"], 2, names="--pad")
+error_case("classify --cifar10 refuses --top", ["classify", "-m", model, "--cifar10", cifar, "--top", "3"], 2, names="--top")
+error_case("classify refuses --limit without --cifar10", ["classify", "-m", model, "--labels", "a,b", "--limit", "5", chelsea],
+           2, names="--limit")
+p = clip("decode", "--help")
+h = p.stdout.decode()
+R.check(p.returncode == 0 and "usage:" in h and "--output" in h and "--top" not in h and "--model" not in h,
+        "decode --help: its usage and only the options it takes")
+p = clip("help", "classify")
+h = p.stdout.decode()
+R.check(p.returncode == 0 and "--cifar10" in h and "--labels" in h and "--pad" not in h, "help classify")
+
 p = clip("--help")
 R.check(p.returncode == 0 and "usage:" in p.stdout.decode() and "examples:" in p.stdout.decode(), "--help")
 R.check(clip("--version").stdout.decode().startswith("clip "), "--version")

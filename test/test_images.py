@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """test_images.py - golden and differential tests for the image code
-(image.c) through test/img_driver.
+(image.c and decode/) through test/img_driver.
 
     /usr/bin/python3 test/test_images.py [--corpus N] [--seed S] [--broken N] [--big]
                                          [--target native|m32|wasm] [--no-asan] [--keep] [-v]
@@ -53,7 +53,7 @@ REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "out")
 RUN = None  # this run's scratch folder under OUT, so that runs can overlap
 sys.path.insert(0, HERE)
-from common import GOLDEN, SKIP, install_hint, parse_npy  # noqa: E402
+from common import GOLDEN, SKIP, install_hint, make_var, parse_npy  # noqa: E402
 
 try:    # the Pillow differential sections: optional
     import numpy as np
@@ -64,7 +64,7 @@ except ImportError as e:
     MISSING = "NumPy" if e.name == "numpy" else "Pillow"
 
 CLIP_MAX_PIXELS = 8192 * 8192
-SOURCES = ["test/img_driver.c", "image.c"]
+SOURCES = [os.path.join(REPO, "test", "img_driver.c")] + make_var("IMAGE_SRC")
 if np is not None:
     MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
     STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -114,9 +114,9 @@ def build(asan, target="native"):
         cc, exe = "emcc", exe + ".js"
         flags = [f for f in flags if f != "-O2"] + ["-O1", "-sNODERAWFS=1", "-sALLOW_MEMORY_GROWTH=1",
                                                   "-sMAXIMUM_MEMORY=2GB", "-sENVIRONMENT=node"]
-    srcs = [os.path.join(REPO, s) for s in SOURCES] + [os.path.join(REPO, "clip.h")]
+    srcs = SOURCES + make_var("HEADERS")
     stamp = exe + ".cmd"
-    cmd = ["nice", cc] + flags + srcs[:-1] + ["-lm", "-o", exe]
+    cmd = ["nice", cc] + flags + SOURCES + ["-lm", "-o", exe]
     fresh = (os.path.exists(exe) and os.path.exists(stamp) and open(stamp).read() == " ".join(cmd)
              and all(os.path.getmtime(s) < os.path.getmtime(exe) for s in srcs))
     if not fresh:

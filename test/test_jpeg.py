@@ -25,15 +25,16 @@ the golden pixels): Image.open(f).convert("RGB"), or the exception it raises.
    1 only; and on x86-64 the same outcome as Pillow (refused by both, or
    identical pixels). On corrupt data libjpeg-turbo's results depend on its
    SIMD code, which we follow for x86; elsewhere this is only reported.
-4. image.c compiles without warnings (gcc and clang, -std=c99 -Wall
-   -Wextra -pedantic); a 32-bit build (gcc -m32, run natively or under
+4. the image sources (image.c and decode/) compile without warnings (gcc
+   and clang, -std=c99 -Wall -Wextra -pedantic); a 32-bit build (gcc -m32, run natively or under
    qemu-i386 when either works) and with --wasm an emscripten build (node)
    decode the golden files and part of the corpus identically; and the CPU
    time of decoding a 3000x2000 q90 4:2:0 JPEG, built with the house flags
    (-O2) and the Makefile's (-O3 -march=native), next to Pillow's
    Image.open().convert("RGB") in the same run (--skip-bench skips).
 
-JPEG_TEST_IMAGE_C=FILE links another image.c into the drivers. Files go to
+JPEG_TEST_IMAGE_C="FILE ..." links other image sources into the drivers
+(default: the Makefile's IMAGE_SRC). Files go to
 test/out/jpeg/. The last line is `jpeg: N passed, M failed`. Needs NumPy, Pillow
 and cjpeg/jpegtran (libjpeg-turbo-progs); skipped without them (exit 77).
 """
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import time
 
-from common import GOLDEN, ROOT, Report, need, need_module
+from common import GOLDEN, ROOT, Report, make_var, need, need_module
 
 np = need_module("numpy", "NumPy")
 Image = need_module("PIL.Image", "Pillow")
@@ -58,8 +59,8 @@ for tool in ("cjpeg", "jpegtran"):
 
 OUT = os.path.join(ROOT, "test", "out", "jpeg")
 CC = os.environ.get("CC", "cc")
-IMAGE_C = os.environ.get("JPEG_TEST_IMAGE_C", os.path.join(ROOT, "image.c"))
-SOURCES = [os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C]
+IMAGE_SRC = os.environ["JPEG_TEST_IMAGE_C"].split() if os.environ.get("JPEG_TEST_IMAGE_C") else make_var("IMAGE_SRC")
+SOURCES = [os.path.join(ROOT, "test", "img_driver.c"), *IMAGE_SRC]
 
 # libjpeg's SOF0/1/2 etc.: used to find where entropy-coded data starts
 SOS = b"\xff\xda"
@@ -123,8 +124,6 @@ int main(int argc, char **argv) {
 """
 
 
-
-
 def run(args, **kw):
     return subprocess.run(args, capture_output=True, **kw)
 
@@ -155,9 +154,10 @@ def build(rep):
             rep.skip(f"compiling image.c with {cc}", cc, f"apt-get install {cc}")
             continue
         flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"] + (["-O2"] if cc == "gcc" else [])
-        p = run([cc, *flags, "-I", ROOT, "-c", IMAGE_C, "-o",
-                 os.path.join(OUT, f"image_{cc}.o")])
-        rep.check(p.returncode == 0, f"image.c compiles warning-free with {cc}")
+        objs = os.path.join(OUT, f"image_{cc}")
+        os.makedirs(objs, exist_ok=True)
+        p = run([cc, *flags, "-I", ROOT, "-c", *IMAGE_SRC], cwd=objs)
+        rep.check(p.returncode == 0, f"image.c and decode/ compile warning-free with {cc}")
         if p.returncode:
             print(p.stderr.decode(errors="replace"))
     return drv, asan, ycck
@@ -571,7 +571,7 @@ def test_bench(rep, work):
     exes = []
     for label, flags in (("-O2", ["-O2"]), ("-O3 -march=native", ["-O3", "-march=native"])):
         exe = os.path.join(OUT, "jpeg_bench" + flags[0])
-        p = run([CC, "-std=c99", *flags, "-I", ROOT, src, IMAGE_C, "-lm", "-o", exe])
+        p = run([CC, "-std=c99", *flags, "-I", ROOT, src, *IMAGE_SRC, "-lm", "-o", exe])
         if rep.check(p.returncode == 0, f"timing harness builds with {label}"):
             exes.append((label, exe))
         else:

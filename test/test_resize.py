@@ -31,8 +31,9 @@ the Makefile's (-O3 -march=native -ffp-contract=fast, which would let a
 compiler fuse the weight arithmetic into fma).
 RESIZE_TEST_EXTRA_FLAGS="-m32 -O2" adds a third driver built with those flags, run
 through RESIZE_TEST_EXTRA_RUNNER (e.g. qemu-i386) when set.
-The `preprocess` command reads the image with image.c's PPM decoder
-(RESIZE_TEST_IMAGE_C=FILE links another image.c instead).
+The `preprocess` command reads the image with decode/ppm.c
+(RESIZE_TEST_IMAGE_C="FILE ..." links other image sources instead of the
+Makefile's IMAGE_SRC).
 The last line is `resize: N passed, M failed`. Needs NumPy and Pillow; skipped
 without them (exit 77).
 """
@@ -46,19 +47,17 @@ import subprocess
 import sys
 import time
 
-from common import GOLDEN, ROOT, Report, need_module
+from common import GOLDEN, ROOT, Report, make_var, need_module
 
 np = need_module("numpy", "NumPy")
 Image = need_module("PIL.Image", "Pillow")
 OUT = os.path.join(ROOT, "test", "out", "resize")
 CC = os.environ.get("CC", "cc")
-# the image.c to link into the driver (the decoders are not under test here)
-IMAGE_C = os.environ.get("RESIZE_TEST_IMAGE_C", os.path.join(ROOT, "image.c"))
+# the image sources to link into the driver (the decoders are not under test here)
+IMAGE_SRC = os.environ["RESIZE_TEST_IMAGE_C"].split() if os.environ.get("RESIZE_TEST_IMAGE_C") else make_var("IMAGE_SRC")
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 RESCALE = 1 / 255
-
-
 
 
 # ----------------------------------------------------------------------------
@@ -233,7 +232,7 @@ def golden_rgb(path, want_sha, exe):
 def build(name, flags):
     exe = os.path.join(OUT, name)
     cmd = [CC, "-std=c99", *flags, "-Wall", "-Wextra", "-pedantic", "-I" + ROOT,
-           os.path.join(ROOT, "test", "img_driver.c"), IMAGE_C, "-lm", "-o", exe]
+           os.path.join(ROOT, "test", "img_driver.c"), *IMAGE_SRC, "-lm", "-o", exe]
     p = subprocess.run(cmd, capture_output=True, text=True)
     return exe if p.returncode == 0 else None, p.stderr
 
@@ -435,13 +434,14 @@ def main():
         print(f"resize: {rep.passed} passed, {rep.failed} failed")
         sys.exit(1)
     for cc in ("gcc", "clang"):
+        objs = os.path.join(OUT, "objs_" + cc)
+        os.makedirs(objs, exist_ok=True)
         if shutil.which(cc) is None:
             rep.skip(f"compiling image.c with {cc}", cc, f"apt-get install {cc}")
             continue
         p = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-I" + ROOT, "-c",
-                            IMAGE_C, "-o", os.path.join(OUT, "ir.o")],
-                           capture_output=True, text=True)
-        rep.check(p.returncode == 0 and not p.stderr.strip(), f"{cc} compiles image.c warning-free"
+                            *IMAGE_SRC], capture_output=True, text=True, cwd=objs)
+        rep.check(p.returncode == 0 and not p.stderr.strip(), f"{cc} compiles image.c and decode/ warning-free"
                   + (f"\n{p.stderr}" if p.stderr.strip() else ""))
 
     # -- 1. golden images -----------------------------------------------------
@@ -564,7 +564,7 @@ def main():
     api = os.path.join(OUT, "resize_api")
     with open(api_c, "w") as f:
         f.write(API_C)
-    p = subprocess.run([CC, "-std=c99", "-O2", "-I" + ROOT, api_c, IMAGE_C,
+    p = subprocess.run([CC, "-std=c99", "-O2", "-I" + ROOT, api_c, *IMAGE_SRC,
                         "-lm", "-o", api], capture_output=True, text=True)
     if rep.check(p.returncode == 0, "API test program builds" + (f"\n{p.stderr}" if p.returncode else "")):
         reps = 0 if args.skip_bench else 5
