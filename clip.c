@@ -152,9 +152,10 @@ static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config
 /* The same layer when only row pool[s] of each sequence s is read after it
  * (the last layer: the towers pool one token). Keys and values are needed
  * for every token; the query, attention, out_proj and MLP only for the
- * batch pooled rows, gathered into xp: the same numbers on those rows for
- * much less work. The other rows of x are left as they were. n >= 2 (xp and
- * hp, batch rows each, share h). */
+ * batch pooled rows, gathered into xp: the same computation on those rows
+ * (rounded differently, by about 1e-7: the kernels sum in other orders for
+ * fewer rows) for much less work. The other rows of x are left as they
+ * were. n >= 2 (xp and hp, batch rows each, share h). */
 static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
                                  int causal, const buffers *b)
 {
@@ -376,7 +377,7 @@ static double lay_out(buffers *b, void *mem, const clip_tower_config *c, int bat
     size_t pack_patches = clip_linear_scratch(patches, patch_in);
     char *base = mem ? (char *)mem + (64 - (uintptr_t)mem % 64) % 64 : NULL;
 
-    if (rows > INT_MAX) return 0x1p63;   /* more rows than the kernels count */
+    if (rows > INT_MAX) return HUGE_VAL;   /* more rows than the kernels count */
     b->x = region(base, &at, rows * c->hidden * f);
     b->h = region(base, &at, rows * c->hidden * f);
     b->q = region(base, &at, rows * c->hidden * f);
@@ -420,7 +421,7 @@ int clip_scratch_alloc(clip_scratch *s, const clip_model *m, int max_images, int
     s->size = clip_scratch_size(m, max_images, max_texts, max_tokens);
     s->data = s->size ? malloc(s->size) : NULL;
     if (!s->data) {
-        set_err(err, "out of memory (%zu bytes of scratch for %d images and %d texts)", s->size, max_images, max_texts);
+        set_err(err, "out of memory (scratch for %d images, %d texts of %d tokens)", max_images, max_texts, max_tokens);
         s->size = 0;
         return CLIP_ENOMEM;
     }
@@ -501,7 +502,8 @@ static int scratch_for_call(clip_scratch *s, double bytes, char *err)
     s->size = bytes < (double)((size_t)-1) ? (size_t)bytes : 0;
     s->data = s->size ? malloc(s->size) : NULL;
     if (!s->data) {
-        set_err(err, "out of memory (%.0f bytes of activations)", bytes);
+        if (s->size) set_err(err, "out of memory (%.0f bytes of activations)", bytes);
+        else set_err(err, "out of memory (the batch is too large for this machine)");
         return CLIP_ENOMEM;
     }
     return CLIP_OK;

@@ -111,10 +111,14 @@ static inline double tensor_erf(double x)
 /* Part 1: reference kernels                                                 */
 /* ======================================================================== */
 /* Plain loops over the textbook formulas. Each output is one sum, k = 0, 1,
- * ... in order, in double; products of floats are exact in double, so FMA
- * contraction cannot change them either. Threads (OpenMP) take whole output
- * columns or heads. Intermediate values that the formula rounds to float
- * (a score, a probability) are stored as float, as in a float32 model. */
+ * ... in order, in double, rounded to float once. A product of two floats
+ * is exact in double, so in the matrix products FMA contraction could not
+ * change a sum either; LayerNorm's variance and tensor_exp multiply doubles,
+ * which is why the reference build turns contraction off
+ * (-ffp-contract=off). (On i386 without SSE2, x87 rounds each double twice:
+ * a bit-reproducible i386 build needs -msse2 -mfpmath=sse.) Threads
+ * (OpenMP) take whole output columns or heads. Values the model keeps in
+ * float32 between steps (a score, a probability) are stored as float. */
 
 #define REF_PARALLEL_MIN 100000.0   /* multiply-adds below which a reference kernel runs on one thread */
 
