@@ -334,8 +334,8 @@ void clip_gelu(float *x, size_t n) { clip_ref_gelu(x, n); }
  *   at the end. Nothing is copied.
  *
  * Against the reference: the same products, summed in float, in lanes and
- * blocks instead of one chain in double; 300+ GFLOP/s on two cores instead
- * of about 3. Threads split the rows of B (the output columns) as the
+ * blocks instead of one chain in double; about 300 GFLOP/s on two cores
+ * where the reference reaches about 3. Threads split the rows of B (the output columns) as the
  * reference's do; each weight is read once. B may be several weights side
  * by side (q_proj, k_proj and v_proj, which read the same input): column j
  * of the product is row j % n of part j / n, written to that part's output.
