@@ -1,11 +1,23 @@
 # clip.c - make builds everything a user needs: the `clip` command and libclip.a
+#
+# make REFERENCE=1 builds everything (clip, libclip.a, wasm, the kernels' test) on tensor.c's
+# reference kernels instead of the fast ones (-DCLIP_REFERENCE), with portable flags: no
+# -march=native and no FMA contraction, so that every sum runs in the order the code writes.
+# A change of flags (REFERENCE, CC, CFLAGS, OPENMP) rebuilds what they built.
 CC      ?= cc
-CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 OPENMP  ?= -fopenmp
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local
 EMCC    ?= emcc
+ifeq ($(REFERENCE),1)
+CFLAGS  ?= -O2
+WASMFLAGS ?= -O2
+KERNELS  = -DCLIP_REFERENCE -ffp-contract=off
+else
+CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 WASMFLAGS ?= -O3 -msimd128
+KERNELS  =
+endif
 WARN     = -std=c99 -Wall -Wextra -pedantic
 # The library's sources (README, "Code layout"); the tests read these lists: make -s print-IMAGE_SRC
 TOKENIZER_SRC = tokenizer.c
@@ -13,15 +25,25 @@ IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c
 MODEL_SRC     = clip.c tensor.c
 LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
 HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
+BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
+WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
 
 all: clip libclip.a
 
-clip: main.c $(LIBSRC) $(HEADERS)
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ main.c $(LIBSRC) -lm
+# build/flags and build/wasm-flags hold the flags the last build used; they change (and so
+# rebuild their targets) only when the flags do
+build/flags build/wasm-flags: FORCE
+	@mkdir -p build
+	@echo '$(if $(filter build/flags,$@),$(BUILD_FLAGS),$(WASM_FLAGS))' > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+FORCE:
 
-libclip.a: $(LIBSRC) $(HEADERS)
+clip: main.c $(LIBSRC) $(HEADERS) build/flags
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ main.c $(LIBSRC) -lm
+
+libclip.a: $(LIBSRC) $(HEADERS) build/flags
 	rm -rf build/lib && mkdir -p build/lib
-	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) -I../.. -c $(addprefix ../../,$(LIBSRC))
+	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -I../.. -c $(addprefix ../../,$(LIBSRC))
 	$(AR) rcs $@ build/lib/*.o
 
 # experiment 1 on the demo photo with openai/clip-vit-base-patch32 (fetched once into models/)
@@ -37,20 +59,21 @@ demo: clip
 # library module web/index.html loads (createClip(), the functions of web/clip_web.c).
 WASM_EXPORTS = _malloc,_free,_web_load_file,_web_load_memory,_web_alloc,_web_unload,_web_error,_web_dim,_web_image_size,_web_logit_scale,_web_embed_image,_web_embed_text,_web_match
 wasm: build/wasm/clip.js web/clip.js
-build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS)
+build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS) build/wasm-flags
 	mkdir -p build/wasm
-	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
+	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
 	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
-web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS)
-	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
+web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
+	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
 	    -sEXPORTED_RUNTIME_METHODS=FS,UTF8ToString,stringToUTF8,lengthBytesUTF8 -o $@ web/clip_web.c $(LIBSRC) -lm
 
 # make test: every suite in test/ (test/README.md). Needs a C compiler, make and python3; a suite
 # that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
 # CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
+# CLIP_KERNELS: the kernel flags, for the suites that compile tensor.c themselves.
 test: clip
-	PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
+	CLIP_KERNELS="$(KERNELS)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
 
 # make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
 test-deps:
@@ -71,7 +94,7 @@ install: all
 print-%:
 	@echo $($*)
 
-.PHONY: all demo test test-deps bench clean install wasm
+.PHONY: all demo test test-deps bench clean install wasm FORCE
 
 # Sanitizers and fuzzing (test/fuzz/README.md): the library's sources built with
 # AddressSanitizer and UndefinedBehaviorSanitizer.

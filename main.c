@@ -572,6 +572,7 @@ static int cmd_info(const options *o)
         printf("weights:      SYNTHETIC (pseudo-random, made by convert.py --synthetic): for benchmarks and tests only,\n"
                "              its embeddings mean nothing\n");
     printf("file size:    %zu bytes\n", clip_file_size(m));
+    printf("build:        %s\n", clip_build_info());
     printf("vision:       ViT, patch %d, image %d, hidden %d, %d heads, %d layers, mlp %d, %s, eps %g\n",
            c->patch, c->image_size, c->vision.hidden, c->vision.heads, c->vision.layers, c->vision.intermediate,
            act[c->vision.act], c->vision.eps);
@@ -1291,7 +1292,7 @@ int main(int argc, char **argv)
         else usage(stdout);
         return 0;
     }
-    if (!strcmp(argv[1], "--version")) { printf("clip %s\n", CLIP_VERSION); return 0; }
+    if (!strcmp(argv[1], "--version")) { printf("clip %s (%s)\n", CLIP_VERSION, clip_build_info()); return 0; }
     if (!(cmd = find_command(argv[1]))) usage_error("unknown command '%s'", argv[1]);
     command_name = argv[1];
     parse_options(argc, argv, cmd, &o);

@@ -12,7 +12,7 @@ tiny-l14-336 made by `clip preprocess` and used only when every row has the sha2
 import math
 import os
 
-from common import OUT, Report, clip, golden_arrays, golden_model, golden_pixels, max_abs_diff, read_npy
+from common import OUT, Report, clip, golden_arrays, golden_model, golden_pixels, make_var, max_abs_diff, read_npy, run
 
 R = Report("model")
 MODELS = os.environ.get("CLIP_TEST_MODELS", "tiny-b32 tiny-b16-gelu tiny-l14-336 tiny-b32-fp16 tiny-b32-pytorch-bin").split()
@@ -104,5 +104,59 @@ for name in MODELS:
     R.check(e <= 1e-5, f"{name} image_pooled (first image): max abs err {e:.3g}")
     e = max_abs_diff(read_npy(os.path.join(dump, "0", "text_pooled.npy"))[0], g["text_pooled_f64"][0])
     R.check(e <= 1e-5, f"{name} text_pooled (first text): max abs err {e:.3g}")
+
+
+# Caller-owned scratch (clip_encode_*_scratch): test/scratch_driver.c, built with $CC and the
+# kernel flags of this build ($CLIP_KERNELS, set by make), counting the library's allocations
+# through GNU ld's --wrap where the linker has it.
+def scratch_driver():
+    cc = os.environ.get("CC", "cc").split()
+    srcs = [os.path.join(ROOT, f) for f in ("test/scratch_driver.c", "clip.c", "tokenizer.c", "image.c", "tensor.c")]
+    exe = os.path.join(OUT, "scratch_driver")
+    base = [*cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", *os.environ.get("CLIP_KERNELS", "").split()]
+    wrap = ["-DCOUNT_ALLOCS", "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc"]
+    p = run([*base, *wrap, *srcs, "-lm", "-o", exe], ok=False)
+    if p.returncode != 0:
+        print("note: the linker has no --wrap: the driver runs without counting allocations")
+        p = run([*base, *srcs, "-lm", "-o", exe], ok=False)
+    err = p.stderr.decode(errors="replace")
+    R.check(p.returncode == 0 and "warning:" not in err, f"scratch_driver builds without warnings {err[-500:]}")
+    return exe if p.returncode == 0 else None
+
+
+exe = scratch_driver()
+for name in ["tiny-b32", "tiny-l14-336"] if exe else []:
+    p = run([exe, converted(name)], ok=False)
+    lines = [l for l in p.stdout.decode().splitlines() if l[:4] in ("ok  ", "FAIL")]
+    for l in lines:
+        R.check(l.startswith("ok"), f"{name} scratch: {l[5:]}")
+    R.check(p.returncode == 0 and lines, f"{name} scratch_driver exits {p.returncode} {p.stderr.decode()[-300:]}")
+
+
+# Caller-owned scratch (clip_encode_*_scratch): test/scratch_driver.c, built with $CC and the
+# kernel flags of this build ($CLIP_KERNELS, set by make), counting the library's allocations
+# through GNU ld's --wrap where the linker has it.
+def scratch_driver():
+    cc = os.environ.get("CC", "cc").split()
+    srcs = [os.path.join(os.path.dirname(OUT), "scratch_driver.c")] + make_var("LIBSRC")
+    exe = os.path.join(OUT, "scratch_driver")
+    base = [*cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", *os.environ.get("CLIP_KERNELS", "").split()]
+    wrap = ["-DCOUNT_ALLOCS", "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc"]
+    p = run([*base, *wrap, *srcs, "-lm", "-o", exe], ok=False)
+    if p.returncode != 0:
+        print("note: the linker has no --wrap: the driver runs without counting allocations")
+        p = run([*base, *srcs, "-lm", "-o", exe], ok=False)
+    err = p.stderr.decode(errors="replace")
+    R.check(p.returncode == 0 and "warning:" not in err, f"scratch_driver builds without warnings {err[-500:]}")
+    return exe if p.returncode == 0 else None
+
+
+exe = scratch_driver()
+for name in [m for m in ("tiny-b32", "tiny-l14-336") if m in MODELS] if exe else []:
+    p = run([exe, golden_model(name)], ok=False)
+    lines = [l for l in p.stdout.decode().splitlines() if l[:4] in ("ok  ", "FAIL")]
+    for l in lines:
+        R.check(l.startswith("ok"), f"{name} scratch: {l[5:]}")
+    R.check(p.returncode == 0 and bool(lines), f"{name} scratch_driver exits {p.returncode} {p.stderr.decode()[-300:]}")
 
 R.finish()
