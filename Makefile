@@ -1,4 +1,5 @@
-# clip.c - make builds everything a user needs: the `clip` command and libclip.a
+# clip.c - make builds everything a user needs: the `clip` command, libclip.a and the shared
+# libclip.so (libclip.dylib on macOS) that python/clipc.py loads
 CC      ?= cc
 CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 OPENMP  ?= -fopenmp
@@ -7,18 +8,28 @@ PREFIX  ?= /usr/local
 EMCC    ?= emcc
 WASMFLAGS ?= -O3 -msimd128
 WARN     = -std=c99 -Wall -Wextra -pedantic
+PIC     ?= -fPIC -fno-semantic-interposition
 LIBSRC   = clip.c tokenizer.c image.c tensor.c
 HEADERS  = clip.h unicode_tables.h
+LIBOBJ   = $(LIBSRC:%.c=build/lib/%.o)
+SHLIB    = libclip.$(if $(filter Darwin,$(shell uname -s)),dylib,so)
 
-all: clip libclip.a
+all: clip libclip.a $(SHLIB)
 
 clip: main.c $(LIBSRC) $(HEADERS)
 	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ main.c $(LIBSRC) -lm
 
-libclip.a: $(LIBSRC) $(HEADERS)
-	rm -rf build/lib && mkdir -p build/lib
-	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) -I../.. -c $(addprefix ../../,$(LIBSRC))
-	$(AR) rcs $@ build/lib/*.o
+# the library's objects, position-independent so that both libraries share them (no
+# interposition: the code inlines as the command's does, so both give the same floats)
+build/lib/%.o: %.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(PIC) -I. -c -o $@ $<
+
+libclip.a: $(LIBOBJ)
+	rm -f $@ && $(AR) rcs $@ $(LIBOBJ)
+
+$(SHLIB): $(LIBOBJ)
+	$(CC) $(CFLAGS) $(OPENMP) -shared -o $@ $(LIBOBJ) -lm
 
 # experiment 1 on the demo photo with openai/clip-vit-base-patch32 (fetched once into models/)
 DEMO_MODEL = models/clip-vit-base-patch32.bin
@@ -49,12 +60,12 @@ bench: clip
 	$(PYTHON) test/bench.py
 
 clean:
-	rm -rf clip libclip.a build test/out clip.js clip.wasm web/clip.js web/clip.wasm
+	rm -rf clip libclip.a libclip.so libclip.dylib build test/out clip.js clip.wasm web/clip.js web/clip.wasm
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	cp clip $(DESTDIR)$(PREFIX)/bin/
-	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
+	cp libclip.a $(SHLIB) $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
 .PHONY: all demo test bench clean install wasm
