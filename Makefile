@@ -12,7 +12,7 @@ PIC     ?= -fPIC -fno-semantic-interposition
 LIBSRC   = clip.c tokenizer.c image.c tensor.c
 HEADERS  = clip.h unicode_tables.h
 LIBOBJ   = $(LIBSRC:%.c=build/lib/%.o)
-SHLIB    = libclip.$(if $(filter Darwin,$(shell uname -s)),dylib,so)
+SHLIB   := libclip.$(if $(filter Darwin,$(shell uname -s)),dylib,so)
 
 all: clip libclip.a $(SHLIB)
 

@@ -314,7 +314,7 @@ class Model:
         for b0 in range(0, len(rows), _TEXT_BATCH):
             part = rows[b0:b0 + _TEXT_BATCH]
             arrays = [(ctypes.c_int32 * max(len(r), 1))(*r) for r in part]
-            ptrs = (ctypes.POINTER(ctypes.c_int32) * len(part))(*[ctypes.cast(a, ctypes.POINTER(ctypes.c_int32)) for a in arrays])
+            ptrs = (ctypes.POINTER(ctypes.c_int32) * len(part))(*arrays)
             lens = (ctypes.c_int * len(part))(*[len(r) for r in part])
             _check(self._lib.clip_encode_texts(self._model(), ptrs, lens, len(part), _at(out, b0 * D), err), err)
         return _result(out, (len(rows), D))
@@ -325,7 +325,8 @@ class Model:
             x = [x]
         if _np is not None and isinstance(x, _np.ndarray):
             if x.dtype.kind not in "iu" or x.ndim not in (1, 2):
-                raise TypeError("token ids must be an integer array [L] or [N, L], not %s %s" % (x.dtype, list(x.shape)))
+                raise TypeError("token ids must be an integer array [L] or [N, L], not %s %s"
+                                % (x.dtype, list(x.shape)))
             x = x.tolist()
         x = _as_list(x, "texts or token ids")
         if not x:
@@ -380,13 +381,10 @@ class Model:
                 self._lib.clip_normalize(_at(buf, r * D), D)
         out = _floats(ni * nt)
         self._lib.clip_linear(_at(out, 0), _at(img, 0), _at(txt, 0), None, ni, D, nt)
-        scale = _floats(1)
-        scale[0] = self.logit_scale
         if _np is not None:
-            a = _np.frombuffer(out, dtype=_np.float32).reshape(ni, nt)
-            return a * _np.float32(scale[0])
-        for k in range(ni * nt):   # float32 product: the double one, exact, rounded once
-            out[k] = out[k] * scale[0]
+            return _np.frombuffer(out, dtype=_np.float32).reshape(ni, nt) * _np.float32(self.logit_scale)
+        for k in range(ni * nt):   # float32 product: the exact double product, rounded once
+            out[k] = out[k] * self.logit_scale
         return _result(out, (ni, nt))
 
 
@@ -440,7 +438,8 @@ def _rgb(image):
         return image.tobytes(), image.size[0], image.size[1]
     if _np is not None and isinstance(image, _np.ndarray):
         if image.dtype != _np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError("an image array must be uint8 [H, W, 3], not %s %s" % (image.dtype, list(image.shape)))
+            raise ValueError("an image array must be uint8 [H, W, 3], not %s %s"
+                             % (image.dtype, list(image.shape)))
         h, w = image.shape[:2]
         return _np.ascontiguousarray(image).tobytes(), w, h
     if isinstance(image, tuple) and len(image) == 3:
@@ -449,7 +448,8 @@ def _rgb(image):
             raise TypeError("decoded RGB is given as (bytes, width, height)")
         data = bytes(data)
         if w < 1 or h < 1 or len(data) != 3 * w * h:
-            raise ValueError("%d bytes of RGB do not make a %d x %d image (%d bytes)" % (len(data), w, h, 3 * w * h))
+            raise ValueError("%d bytes of RGB do not make a %d x %d image (%d bytes)"
+                             % (len(data), w, h, 3 * w * h))
         return data, int(w), int(h)
     if isinstance(image, list):
         h, w = len(image), len(image[0]) if image else 0
@@ -490,7 +490,8 @@ def _pixel_buffer(x, S):
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[1:] != (3, S, S):
-            raise ValueError("pixel values must have shape [N, 3, %d, %d] for this model, not %s" % (S, S, list(x.shape)))
+            raise ValueError("pixel values must have shape [N, 3, %d, %d] for this model, not %s"
+                             % (S, S, list(x.shape)))
         return _floats_of(x), x.shape[0]
     depth, v = 0, x
     while isinstance(v, list) and v:

@@ -4,8 +4,10 @@
                                                     suite again under `python3 -S` (no site
                                                     packages: no NumPy, lists)
     /usr/bin/python3 test/test_python.py --lists    the suite once, in this interpreter
-    /usr/bin/python3 test/test_python.py --bench [--model M.bin] [--rounds R]
-                                                    Python threads x OpenMP threads, timed (not a test)
+    /usr/bin/python3 test/test_python.py --bench [--model M.bin] [--rounds R] [--calls file|pixels|text]
+                                        [--no-trim] 200 calls by 1 or 4 Python threads, OpenMP threads
+                                                    per call default or 1, timed (not a test);
+                                                    --no-trim: glibc keeps freed memory (mallopt)
 
 Checked, for the golden tiny models:
   - ids equal the golden tokenizer cases and Hugging Face's padded batches (padding=True and
@@ -259,7 +261,8 @@ def check_features(R, name, model):
     R.check(single, f"{name}: get_text_features(one text) equals `clip embed --raw --text` bit for bit (3 texts)")
     one_by_one = [v for t in texts for v in flat(model.get_text_features(t))]
     d = max_err(got, one_by_one)
-    R.check(d <= 1e-5, f"{name}: batched vs one at a time: max abs diff {d:.3g} (float rounding of the batched matrix products)")
+    R.check(d <= 1e-5, f"{name}: batched vs one at a time: max abs diff {d:.3g} "
+            "(float rounding of the batched matrix products)")
 
     _, _, cli = clip_npy("embed", "-m", path, "--raw", *sum((["--ids", " ".join(map(str, r))] for r in id_rows), []))
     got = model.get_text_features(id_rows)
@@ -285,7 +288,8 @@ def check_features(R, name, model):
     S = pshape[2]
     as_lists = [[[p[(c * S + y) * S:(c * S + y + 1) * S] for y in range(S)] for c in range(3)] for p in pixels]
     got = model.get_image_features([as_lists[i % 6] for i in range(20)])
-    R.check(bits(got) == cli, f"{name}: get_image_features(20 pixel values, passes of 16 + 4) equals `clip embed --raw --pixel-values` bit for bit")
+    R.check(bits(got) == cli, f"{name}: get_image_features(20 pixel values, passes of 16 + 4) equals "
+            "`clip embed --raw --pixel-values` bit for bit")
     got = model.get_image_features(as_lists)
     e = max_err(got, g["image_features_f64"][1])
     R.check(e <= 1e-5, f"{name}: image features from the golden pixel values vs float64 golden: max abs err {e:.3g}")
@@ -315,7 +319,8 @@ def check_errors(R, model):
     missing = os.path.join(TMP, "no-such-image.png")
     e = raises(clipc.ClipError, model.preprocess, missing)
     R.check(e is not None and missing in str(e) and e.code == 3, f"missing image file: ClipError {str(e)!r}")
-    e = raises(clipc.ClipError, model.get_image_features, [os.path.join(IMAGES, "chelsea.png"), os.path.join(IMAGES, "bad_truncated.png")])
+    e = raises(clipc.ClipError, model.get_image_features,
+               [os.path.join(IMAGES, "chelsea.png"), os.path.join(IMAGES, "bad_truncated.png")])
     R.check(e is not None and "bad_truncated.png" in str(e), f"corrupt image file: ClipError {str(e)!r}")
     e = raises(clipc.ClipError, model.preprocess, b"\x89PNG\r\n\x1a\n not really")
     R.check(e is not None and e.code == 1, f"corrupt image bytes: ClipError {str(e)!r}")
@@ -334,14 +339,16 @@ def check_errors(R, model):
     e = raises(clipc.ClipError, model.get_text_features, [[]])
     R.check(e is not None, f"no ids: ClipError {str(e)!r}")
     S = model.image_size
-    for what, value in [("[1, 3, 10, 10]", [[[[0.5] * 10] * 10] * 3]), ("[2, 3, 224, 223]", [[[[0.5] * (S - 1)] * S] * 3] * 2),
+    for what, value in [("[1, 3, 10, 10]", [[[[0.5] * 10] * 10] * 3]),
+                        ("[2, 3, 224, 223]", [[[[0.5] * (S - 1)] * S] * 3] * 2),
                         ("[4, 224, 224]", [[[0.5] * S] * S] * 4)]:
         R.check(raises(ValueError, model.get_image_features, value) is not None, f"pixel values {what}: ValueError")
     if np is not None:
         R.check(raises(ValueError, model.get_image_features, np.zeros((2, 3, S, S + 1), np.float32)) is not None,
                 "pixel values ndarray [2, 3, 224, 225]: ValueError")
-        R.check(raises(ValueError, model.preprocess, np.zeros((4, 4, 3), np.float32)) is not None, "a float32 image array: ValueError")
-        R.check(raises(ValueError, model.preprocess, np.zeros((4, 4), np.uint8)) is not None, "a [4, 4] uint8 array: ValueError")
+        for what, value in [("a float32 image array", np.zeros((4, 4, 3), np.float32)),
+                            ("a [4, 4] uint8 array", np.zeros((4, 4), np.uint8))]:
+            R.check(raises(ValueError, model.preprocess, value) is not None, f"{what}: ValueError")
     for what, fn, args, exc in [
         ("tokenize(123)", model.tokenize, (123,), TypeError),
         ("tokenize([b'bytes'])", model.tokenize, ([b"bytes"],), TypeError),
@@ -363,10 +370,18 @@ def check_errors(R, model):
     closed = clipc.load(converted("tiny-b32"))
     closed.close()
     R.check(raises(ValueError, closed.get_text_features, "a") is not None, "a closed model: ValueError")
-    env = dict(os.environ, CLIPC_LIB=missing)
-    p = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'python')!r}); import clipc; "
-                        f"clipc.load({converted('tiny-b32')!r})"], env=env, capture_output=True)
+    head = f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'python')!r}); import clipc; "
+    p = subprocess.run([sys.executable, "-S", "-c", head + f"clipc.load({converted('tiny-b32')!r})"],
+                       env=dict(os.environ, CLIPC_LIB=missing), capture_output=True)
     R.check(p.returncode == 1 and b"OSError" in p.stderr, "CLIPC_LIB naming a missing file: OSError at load")
+    lib = os.path.join(ROOT, "libclip.so" if sys.platform != "darwin" else "libclip.dylib")
+    p = subprocess.run([sys.executable, "-S", "-c", head + f"m = clipc.load({converted('tiny-b32')!r}); "
+                        "print(clipc._candidates(), len(m.tokenize('a cat')))"],
+                       env=dict(os.environ, CLIPC_LIB=lib), capture_output=True, cwd=TMP)
+    R.check(p.returncode == 0 and p.stdout.decode().strip() == f"[{lib!r}] 4", f"CLIPC_LIB={lib}: loaded from there")
+    import ctypes
+    R.check(isinstance(clipc._library(), ctypes.CDLL) and not isinstance(clipc._library(), ctypes.PyDLL),
+            "the library is a ctypes.CDLL (each call releases the GIL), not a PyDLL")
 
 
 def check_threads(R, model):
@@ -409,7 +424,8 @@ def suite(R):
     global TMP
     TMP = tempfile.mkdtemp(prefix="python-", dir=OUT)
     mode = "ndarrays (NumPy %s)" % np.__version__ if np is not None else "lists (no NumPy)"
-    print(f"Python {sys.version.split()[0]}{' -S' if sys.flags.no_site else ''}: results as {mode}; library {clipc._candidates()[0]}")
+    print(f"Python {sys.version.split()[0]}{' -S' if sys.flags.no_site else ''}: results as {mode}; "
+          f"library {clipc._candidates()[0]}")
     models = {name: clipc.load(converted(name)) for name in MODELS}
     m = models["tiny-b32"]
     got = m.get_text_features(["a"])
@@ -433,37 +449,40 @@ def suite(R):
 # --bench: Python threads x OpenMP threads (timings; not a test)
 # ---------------------------------------------------------------------------
 
-def bench(path, rounds):
-    """200 calls (an image file from disk, then a caption) by 1 or 4 Python threads, with the
-    library's default OpenMP threads per call or threads=1; best and worst of `rounds` runs."""
+def bench(path, rounds, calls):
+    """200 calls by 1 or 4 Python threads, with the library's default OpenMP threads per call
+    or threads=1; every setting `rounds` times, interleaved (the machine's load then falls on
+    all alike)."""
     model = clipc.load(path)
     img = os.path.join(IMAGES, "cat_q90_420.jpg")
+    pixels = model.preprocess(img)
     captions = [f"a photo of a {c}" for c in CIFAR]
-
-    def work(k):
-        model.get_image_features(img)
-        model.get_text_features(captions[k % 10])
+    work = {"file": lambda k: (model.get_image_features(img), model.get_text_features(captions[k % 10])),
+            "pixels": lambda k: model.get_image_features(pixels),
+            "text": lambda k: model.get_text_features(captions[k % 10])}[calls]
 
     def run(n_threads):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pool = [threading.Thread(target=lambda t=t: [work(k) for k in range(t, 200, n_threads)]) for t in range(n_threads)]
         for t in pool:
             t.start()
         for t in pool:
             t.join()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     work(0)
-    print(f"model {path}; 200 calls of get_image_features(JPEG file) + get_text_features(caption);"
-          f" OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
+    what = {"file": "get_image_features(JPEG file) + get_text_features(caption)",
+            "pixels": "get_image_features(pixel values)", "text": "get_text_features(caption)"}[calls]
+    print(f"{os.path.basename(path)}: 200 calls of {what}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wall s (CPU s)")
     results = {}
-    for _ in range(rounds):   # interleaved, so that the machine's load falls on every setting alike
-        for n_threads, omp in ((1, None), (1, 1), (4, None), (4, 1), (2, 1)):
+    for _ in range(rounds):
+        for n_threads, omp in ((1, None), (1, 1), (4, None), (4, 1)):
             model.threads = omp
             results.setdefault((n_threads, omp), []).append(run(n_threads))
     for (n_threads, omp), t in results.items():
         print(f"  {n_threads} Python thread{'s' if n_threads > 1 else ' '} x OpenMP {omp or 'default'}: "
-              f"best {min(t):.3f} s, worst {max(t):.3f} s  ({', '.join('%.3f' % x for x in t)})")
+              + ", ".join("%.3f (%.3f)" % x for x in t))
 
 
 def main():
@@ -471,7 +490,13 @@ def main():
     if "--bench" in sys.argv:
         args = sys.argv[sys.argv.index("--bench") + 1:]
         path = args[args.index("--model") + 1] if "--model" in args else converted("tiny-b32")
-        bench(path, int(args[args.index("--rounds") + 1]) if "--rounds" in args else 3)
+        if "--no-trim" in args:   # an experiment: keep freed memory (no page faults for the library's per-call buffers)
+            import ctypes
+            libc = ctypes.CDLL(None)
+            libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
+            libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        bench(path, int(args[args.index("--rounds") + 1]) if "--rounds" in args else 3,
+              args[args.index("--calls") + 1] if "--calls" in args else "file")
         return
     R = Report("python")
     suite(R)
