@@ -1,4 +1,5 @@
-# clip.c - make builds everything a user needs: the `clip` command and libclip.a
+# clip.c - make builds everything a user needs: the `clip` command, libclip.a and the shared
+# libclip.so (libclip.dylib on macOS) that python/clipc.py loads
 #
 # make REFERENCE=1 builds everything (clip, libclip.a, wasm, the kernels' test) on tensor.c's
 # reference kernels instead of the fast ones (-DCLIP_REFERENCE), with portable flags: no
@@ -27,8 +28,11 @@ LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
 HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
 BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
 WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
+PIC     ?= -fPIC -fno-semantic-interposition
+LIBOBJ   = $(LIBSRC:%.c=build/lib/%.o)
+SHLIB   := libclip.$(if $(filter Darwin,$(shell uname -s)),dylib,so)
 
-all: clip libclip.a
+all: clip libclip.a $(SHLIB)
 
 # build/flags and build/wasm-flags hold the flags the last build used; they change (and so
 # rebuild their targets) only when the flags do
@@ -41,10 +45,17 @@ FORCE:
 clip: main.c $(LIBSRC) $(HEADERS) build/flags
 	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ main.c $(LIBSRC) -lm
 
-libclip.a: $(LIBSRC) $(HEADERS) build/flags
-	rm -rf build/lib && mkdir -p build/lib
-	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -I../.. -c $(addprefix ../../,$(LIBSRC))
-	$(AR) rcs $@ build/lib/*.o
+# the library's objects, position-independent so that both libraries share them (no
+# interposition: the code inlines as the command's does, so both give the same floats)
+build/lib/%.o: %.c $(HEADERS) build/flags
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) $(PIC) -I. -c -o $@ $<
+
+libclip.a: $(LIBOBJ)
+	rm -f $@ && $(AR) rcs $@ $(LIBOBJ)
+
+$(SHLIB): $(LIBOBJ)
+	$(CC) $(CFLAGS) $(OPENMP) -shared -o $@ $(LIBOBJ) -lm
 
 # experiment 1 on the demo photo with openai/clip-vit-base-patch32 (fetched once into models/)
 DEMO_MODEL = models/clip-vit-base-patch32.bin
@@ -83,12 +94,12 @@ bench: clip
 	$(PYTHON) test/bench.py
 
 clean:
-	rm -rf clip libclip.a build test/out clip.js clip.wasm web/clip.js web/clip.wasm
+	rm -rf clip libclip.a libclip.so libclip.dylib build test/out clip.js clip.wasm web/clip.js web/clip.wasm
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	cp clip $(DESTDIR)$(PREFIX)/bin/
-	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
+	cp libclip.a $(SHLIB) $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
 print-%:

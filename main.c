@@ -469,37 +469,82 @@ static int parse_ids(const char *s, int32_t ids[MAX_EMBED_IDS])
     return n;
 }
 
+/* the ids of text input i: the --ids first, then the --text */
+static int text_ids(const options *o, clip_model *m, int i, int32_t ids[MAX_EMBED_IDS])
+{
+    return i < o->ids.n ? parse_ids(o->ids.v[i], ids) : tokenize_text(m, o->texts.v[i - o->ids.n], ids, MAX_EMBED_IDS);
+}
+
+/* --ids and --text: up to TEXT_BATCH texts share each pass over the weights (clip_encode_texts, as in
+ * match, classify and python/clipc.py, which give the same floats); with --dump one at a time,
+ * text_ids.npy and every stage into the text's folder */
+static void embed_texts(const options *o, clip_model *m, embeddings *e, int n_inputs)
+{
+    int n = o->ids.n + o->texts.n, batch = o->dump ? 1 : TEXT_BATCH, lens[TEXT_BATCH];
+    int32_t *ids = xmalloc((size_t)batch * MAX_EMBED_IDS * sizeof *ids);
+    const int32_t *rows[TEXT_BATCH];
+    char dumpdir[4096], err[CLIP_ERR_SIZE];
+    for (int t0 = 0; t0 < n; t0 += batch) {
+        int count = n - t0 < batch ? n - t0 : batch;
+        char *dd = dump_dir(o, n_inputs, e->rows, dumpdir, sizeof dumpdir);
+        float *out = add_rows(e, count);
+        for (int b = 0; b < count; b++) {
+            rows[b] = ids + (size_t)b * MAX_EMBED_IDS;
+            lens[b] = text_ids(o, m, t0 + b, ids + (size_t)b * MAX_EMBED_IDS);
+        }
+        if (dd) { int sh[1] = {lens[0]}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
+        if (!(dd ? clip_encode_text(m, ids, lens[0], out, dump_npy, dd, err) : clip_encode_texts(m, rows, lens, count, out, err)))
+            continue;
+        for (int b = 0; b < count; b++) {   /* name the input: the first that fails alone */
+            if (!clip_encode_text(m, rows[b], lens[b], out, NULL, NULL, err)) continue;
+            if (t0 + b < o->ids.n) die(1, "--ids '%s': %s", o->ids.v[t0 + b], err);
+            break;
+        }
+        die(1, "%s", err);
+    }
+    free(ids);
+}
+
+/* px[count, 3, S, S]: up to IMAGE_BATCH images share each pass over the weights; with --dump one at a
+ * time, pixel_values.npy and every stage into the image's folder */
+static void embed_pixels(const options *o, clip_model *m, embeddings *e, int n_inputs, const float *px, int count)
+{
+    int S = clip_get_config(m)->image_size;
+    char dumpdir[4096], err[CLIP_ERR_SIZE];
+    for (int k = 0; k < count;) {
+        int batch = o->dump ? 1 : (count - k < IMAGE_BATCH ? count - k : IMAGE_BATCH);
+        char *dd = dump_dir(o, n_inputs, e->rows, dumpdir, sizeof dumpdir);
+        float *row = add_rows(e, batch);
+        const float *pk = px + (size_t)k * 3 * S * S;
+        if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
+        if (clip_encode_images(m, pk, batch, row, dd ? dump_npy : NULL, dd, err)) die(1, "%s", err);
+        k += batch;
+    }
+}
+
 static int cmd_embed(const options *o)
 {
     clip_model *m = load_model(o);
     const clip_config *c = clip_get_config(m);
     int D = c->projection_dim, S = c->image_size;
+    size_t per = (size_t)3 * S * S;
     embeddings e = {NULL, 0, 0, D};
-    char dumpdir[4096];
     int n_inputs = o->texts.n + o->images.n + o->ids.n + o->pixels.n + o->pos.n;
 
     if (o->pos.n) usage_error("unexpected argument '%s' (use --text, --image, --ids or --pixel-values)", o->pos.v[0]);
     if (!n_inputs) usage_error("nothing to embed: give --text, --image, --ids or --pixel-values");
     if (o->dump) make_dir(o->dump);
 
-    /* --ids first, then --text: ids in, text_ids.npy and every stage out with --dump */
-    for (int i = 0; i < o->ids.n + o->texts.n; i++) {
-        int32_t ids[MAX_EMBED_IDS];
-        int n = i < o->ids.n ? parse_ids(o->ids.v[i], ids) : tokenize_text(m, o->texts.v[i - o->ids.n], ids, MAX_EMBED_IDS);
-        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir), err[CLIP_ERR_SIZE];
-        float *row = add_rows(&e, 1);
-        if (dd) { int sh[1] = {n}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
-        if (clip_encode_text(m, ids, n, row, dd ? dump_npy : NULL, dd, err)) {
-            if (i < o->ids.n) die(1, "--ids '%s': %s", o->ids.v[i], err);
-            die(1, "%s", err);
+    embed_texts(o, m, &e, n_inputs);
+    for (int i0 = 0; i0 < o->images.n; i0 += IMAGE_BATCH) {   /* --image: IMAGE_BATCH files at a time */
+        int count = o->images.n - i0 < IMAGE_BATCH ? o->images.n - i0 : IMAGE_BATCH;
+        float *px = xmalloc(count * per * sizeof(float));
+        for (int b = 0; b < count; b++) {
+            float *one = image_pixels(m, o->images.v[i0 + b], o->resize);
+            memcpy(px + b * per, one, per * sizeof(float));
+            free(one);
         }
-    }
-    for (int i = 0; i < o->images.n; i++) {
-        float *px = image_pixels(m, o->images.v[i], o->resize);
-        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
-        float *row = add_rows(&e, 1);
-        if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", px, 4, sh); }
-        image_features(m, px, row, dd ? dump_npy : NULL, dd);
+        embed_pixels(o, m, &e, n_inputs, px, count);
         free(px);
     }
     for (int i = 0; i < o->pixels.n; i++) {
@@ -508,16 +553,7 @@ static int cmd_embed(const options *o)
         if (nd == 3 && dims[0] == 3 && dims[1] == S && dims[2] == S) count = 1;
         else if (nd == 4 && dims[1] == 3 && dims[2] == S && dims[3] == S) count = dims[0];
         if (!count) die(1, "%s: pixel values must have shape [N, 3, %d, %d] for this model", o->pixels.v[i], S, S);
-        for (int k = 0; k < count;) {
-            /* without --dump, IMAGE_BATCH images share each pass over the weights */
-            int batch = o->dump ? 1 : (count - k < IMAGE_BATCH ? count - k : IMAGE_BATCH);
-            char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir), err[CLIP_ERR_SIZE];
-            float *row = add_rows(&e, batch);
-            const float *pk = px + (size_t)k * 3 * S * S;
-            if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
-            if (clip_encode_images(m, pk, batch, row, dd ? dump_npy : NULL, dd, err)) die(1, "%s", err);
-            k += batch;
-        }
+        embed_pixels(o, m, &e, n_inputs, px, count);
         free(px);
     }
     if (!o->raw)
