@@ -9,11 +9,12 @@ WASMFLAGS ?= -O3 -msimd128
 WARN     = -std=c99 -Wall -Wextra -pedantic
 LIBSRC   = clip.c tokenizer.c image.c tensor.c
 HEADERS  = clip.h unicode_tables.h
+CLISRC   = main.c search.c
 
 all: clip libclip.a
 
-clip: main.c $(LIBSRC) $(HEADERS)
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ main.c $(LIBSRC) -lm
+clip: $(CLISRC) $(LIBSRC) $(HEADERS)
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ $(CLISRC) $(LIBSRC) -lm
 
 libclip.a: $(LIBSRC) $(HEADERS)
 	rm -rf build/lib && mkdir -p build/lib
@@ -33,10 +34,10 @@ demo: clip
 # library module web/index.html loads (createClip(), the functions of web/clip_web.c).
 WASM_EXPORTS = _malloc,_free,_web_load_file,_web_load_memory,_web_alloc,_web_unload,_web_error,_web_dim,_web_image_size,_web_logit_scale,_web_embed_image,_web_embed_text,_web_match
 wasm: build/wasm/clip.js web/clip.js
-build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS)
+build/wasm/clip.js: $(CLISRC) $(LIBSRC) $(HEADERS)
 	mkdir -p build/wasm
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
-	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
+	    -sEXIT_RUNTIME=1 -o $@ $(CLISRC) $(LIBSRC) -lm
 web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS)
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
@@ -73,7 +74,7 @@ SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
+	build/asan/cc $(WARN) -o build/asan/clip $(CLISRC) $(SANSRC) -lm
 	$(SANENV):detect_leaks=0 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip sh test/run.sh
 
 # make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c

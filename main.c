@@ -17,6 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* search.c: clip index, clip search, clip embed --list */
+int cmd_index(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int embed_list(const char *model_path, const char *list, const char *shard, const char *out, int resize);
+
 static const char *usage_text =
     "clip " CLIP_VERSION " - OpenAI's CLIP in C, matching Hugging Face's CLIPProcessor + CLIPModel\n"
     "\n"
@@ -25,6 +30,9 @@ static const char *usage_text =
     "  clip classify -m MODEL (--labels a,b,c | --labels-file F) [--template \"a photo of a {}\"] [--top K] IMAGE ...\n"
     "  clip classify -m MODEL --cifar10 test_batch.bin [--limit N]\n"
     "  clip embed    -m MODEL (--image F | --text S | --pixel-values F.npy | --ids \"49406 ... 49407\") ... [--raw] [-o OUT.npy] [--dump DIR]\n"
+    "  clip embed    -m MODEL --list FILE|- -o OUT.npy [--shard I/N]\n"
+    "  clip index    -m MODEL DIR|FILE ... -o INDEX [--shard I/N]     (clip index --help)\n"
+    "  clip search   -m MODEL INDEX (TEXT | --image FILE) [--top K] [--json] [--html OUT.html]\n"
     "  clip tokenize -m MODEL [--pad] TEXT ...\n"
     "  clip preprocess -m MODEL [--resize pil|torchvision] IMAGE -o OUT.npy\n"
     "  clip decode   IMAGE -o OUT.npy\n"
@@ -36,7 +44,11 @@ static const char *usage_text =
     "  classify    zero-shot classification: one prompt per label, best label per image;\n"
     "              --cifar10 reads the CIFAR-10 binary format and reports accuracy\n"
     "  embed       write embeddings as float32 .npy [N, D] (L2-normalized; --raw: projections);\n"
-    "              every option may repeat; --dump DIR writes every stage as .npy\n"
+    "              every option may repeat; --dump DIR writes every stage as .npy;\n"
+    "              --list FILE: the pictures named in FILE (one a line, - for stdin) into OUT.npy\n"
+    "              in list order, with OUT.paths.txt and OUT.failures.tsv beside it\n"
+    "  index       embed a folder of pictures into an index, incrementally (see clip index --help)\n"
+    "  search      the pictures of an index closest to a text or a picture (see clip search --help)\n"
     "  tokenize    one line of token ids per text\n"
     "  preprocess  pixel values as float32 .npy [1, 3, H, W]\n"
     "  decode      decoded RGB as uint8 .npy [H, W, 3]\n"
@@ -89,7 +101,7 @@ static void *xmalloc(size_t n)
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10;
+    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10, *list, *shard;
     int json, raw, pad, threads, top, limit, resize;
     const char *images[4096];  int n_images;    /* -i / --image / positional */
     const char *texts[4096];   int n_texts;     /* -t / --text / positional */
@@ -136,6 +148,8 @@ static void parse_options(int argc, char **argv, options *o)
         else if (!strcmp(a, "--labels-file")) o->labels_file = VALUE();
         else if (!strcmp(a, "--template")) o->template_ = VALUE();
         else if (!strcmp(a, "--cifar10")) o->cifar10 = VALUE();
+        else if (!strcmp(a, "--list")) o->list = VALUE();
+        else if (!strcmp(a, "--shard")) o->shard = VALUE();
         else if (!strcmp(a, "--limit")) { const char *v = VALUE(); o->limit = parse_int(v, "--limit", 1, 1000000000); }
         else if (!strcmp(a, "--top")) { const char *v = VALUE(); o->top = parse_int(v, "--top", 1, 100000); }
         else if (!strcmp(a, "-j") || !strcmp(a, "--threads")) { const char *v = VALUE(); o->threads = parse_int(v, "--threads", 1, 1024); }
@@ -396,6 +410,12 @@ static int parse_ids(const char *s, int32_t ids[MAX_EMBED_IDS])
 
 static int cmd_embed(const options *o)
 {
+    if (o->list || o->shard) {   /* clip embed --list (search.c) */
+        if (!o->list) usage_error("--shard goes with --list FILE");
+        if (o->n_texts + o->n_images + o->n_ids + o->n_pixels + o->n_pos || o->raw || o->dump)
+            usage_error("--list takes the pictures from its file: no other inputs, --raw or --dump");
+        return embed_list(o->model, o->list, o->shard, o->out, o->resize);
+    }
     clip_model *m = load_model(o);
     const clip_config *c = clip_get_config(m);
     int D = c->projection_dim, S = c->image_size;
@@ -1046,6 +1066,8 @@ int main(int argc, char **argv)
     if (argc < 2) { fputs(usage_text, stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) { fputs(usage_text, stdout); return 0; }
     if (!strcmp(argv[1], "--version")) { printf("clip %s\n", CLIP_VERSION); return 0; }
+    if (!strcmp(argv[1], "index")) return cmd_index(argc, argv);
+    if (!strcmp(argv[1], "search")) return cmd_search(argc, argv);
     parse_options(argc, argv, &o);
     if (!strcmp(argv[1], "embed")) return cmd_embed(&o);
     if (!strcmp(argv[1], "match")) return cmd_match(&o);

@@ -12,7 +12,7 @@ suite() {
     if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failed_names="$failed_names $name"; fi
 }
 suite tensor sh -c "$CC -std=c99 -O2 -Wall -Wextra -pedantic test/test_tensor.c tensor.c -lm -o test/out/test_tensor && test/out/test_tensor"
-for t in ${CLIP_TESTS:-convert model fullsize tokenizer images jpeg resize hostile cli wasm web}; do
+for t in ${CLIP_TESTS:-convert model fullsize tokenizer images jpeg resize hostile cli index wasm web}; do
     [ -f "test/test_$t.py" ] && suite "$t" $PYTHON "test/test_$t.py"
 done
 echo "=== summary"
