@@ -26,6 +26,7 @@ IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c
 MODEL_SRC     = clip.c tensor.c
 LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
 HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
+CLISRC   = main.c search.c
 BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
 WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
 PIC     ?= -fPIC -fno-semantic-interposition
@@ -42,8 +43,8 @@ build/flags build/wasm-flags: FORCE
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 FORCE:
 
-clip: main.c $(LIBSRC) $(HEADERS) build/flags
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ main.c $(LIBSRC) -lm
+clip: $(CLISRC) $(LIBSRC) $(HEADERS) build/flags
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ $(CLISRC) $(LIBSRC) -lm
 
 # the library's objects, position-independent so that both libraries share them (no
 # interposition: the code inlines as the command's does, so both give the same floats)
@@ -70,10 +71,10 @@ demo: clip
 # library module web/index.html loads (createClip(), the functions of web/clip_web.c).
 WASM_EXPORTS = _malloc,_free,_web_load_file,_web_load_memory,_web_alloc,_web_unload,_web_error,_web_dim,_web_image_size,_web_logit_scale,_web_embed_image,_web_embed_text,_web_match
 wasm: build/wasm/clip.js web/clip.js
-build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS) build/wasm-flags
+build/wasm/clip.js: $(CLISRC) $(LIBSRC) $(HEADERS) build/wasm-flags
 	mkdir -p build/wasm
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
-	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
+	    -sEXIT_RUNTIME=1 -o $@ $(CLISRC) $(LIBSRC) -lm
 web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
@@ -119,7 +120,7 @@ SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(LIBSRC) -lm
+	build/asan/cc $(WARN) -o build/asan/clip $(CLISRC) $(LIBSRC) -lm
 	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
 	    PYTHON="$(PYTHON)" sh test/run.sh
 

@@ -29,6 +29,11 @@ enum {
     MAX_LABELS = 1024      /* labels of classify */
 };
 
+/* search.c: clip index, clip search (each parses its own options), clip embed --list */
+int cmd_index(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int embed_list(const char *model_path, const char *list, const char *shard, const char *out, int resize);
+
 /* ------------------------------------------------------------------------ */
 /* Errors, memory, time, random numbers                                      */
 /* ------------------------------------------------------------------------ */
@@ -82,7 +87,8 @@ enum {
     OPT_MODEL = 1 << 0, OPT_OUTPUT = 1 << 1, OPT_IMAGE = 1 << 2, OPT_TEXT = 1 << 3, OPT_IDS = 1 << 4,
     OPT_PIXELS = 1 << 5, OPT_JSON = 1 << 6, OPT_RAW = 1 << 7, OPT_PAD = 1 << 8, OPT_HTML = 1 << 9,
     OPT_DUMP = 1 << 10, OPT_LABELS = 1 << 11, OPT_LABELS_FILE = 1 << 12, OPT_TEMPLATE = 1 << 13,
-    OPT_CIFAR10 = 1 << 14, OPT_LIMIT = 1 << 15, OPT_TOP = 1 << 16, OPT_THREADS = 1 << 17, OPT_RESIZE = 1 << 18
+    OPT_CIFAR10 = 1 << 14, OPT_LIMIT = 1 << 15, OPT_TOP = 1 << 16, OPT_THREADS = 1 << 17, OPT_RESIZE = 1 << 18,
+    OPT_LIST = 1 << 19, OPT_SHARD = 1 << 20
 };
 
 static const struct option_info {
@@ -108,6 +114,8 @@ static const struct option_info {
     {"--cifar10", NULL, OPT_CIFAR10, "FILE", "a CIFAR-10 binary batch (test_batch.bin) instead of images"},
     {"--limit", NULL, OPT_LIMIT, "N", "--cifar10: only the first N records"},
     {"--top", NULL, OPT_TOP, "K", "print the K most probable labels of each image (default 1)"},
+    {"--list", NULL, OPT_LIST, "FILE|-", "the pictures named in FILE, one a line (- reads stdin)"},
+    {"--shard", NULL, OPT_SHARD, "I/N", "--list: only the I-th of N equal parts (I from 1)"},
     {"--threads", "-j", OPT_THREADS, "N", "worker threads (default: all cores)"},
     {"--resize", NULL, OPT_RESIZE, "pil|torchvision",
      "image preprocessing: pil (default) is OpenAI's CLIP, open_clip and transformers'\n"
@@ -122,7 +130,7 @@ typedef struct {
 } arg_list;
 
 typedef struct {
-    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10;
+    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10, *list, *shard;
     int json, raw, pad, threads, top, limit, resize;
     unsigned given;          /* OPT_* bits of the options on the command line */
     arg_list images;         /* -i / --image */
@@ -140,7 +148,7 @@ typedef struct command {
     const char *args;        /* its usage after "clip NAME" */
     const char *summary;     /* its line in clip --help */
     const char *help;        /* clip NAME --help: what it does */
-} command;
+} command;                   /* run NULL: search.c's index and search, which parse their own options */
 
 static void command_help(const command *c);
 
@@ -181,6 +189,8 @@ static void set_option(options *o, const struct option_info *opt, const char *v)
     case OPT_LABELS_FILE: o->labels_file = v; break;
     case OPT_TEMPLATE: o->template_ = v; break;
     case OPT_CIFAR10: o->cifar10 = v; break;
+    case OPT_LIST: o->list = v; break;
+    case OPT_SHARD: o->shard = v; break;
     case OPT_LIMIT: o->limit = parse_int(v, "--limit", 1, 1000000000); break;
     case OPT_TOP: o->top = parse_int(v, "--top", 1, 100000); break;
     case OPT_THREADS: o->threads = parse_int(v, "--threads", 1, 1024); break;
@@ -524,6 +534,12 @@ static void embed_pixels(const options *o, clip_model *m, embeddings *e, int n_i
 
 static int cmd_embed(const options *o)
 {
+    if (o->list || o->shard) {   /* clip embed --list (search.c) */
+        if (!o->list) usage_error("--shard goes with --list FILE");
+        if (o->texts.n + o->images.n + o->ids.n + o->pixels.n + o->pos.n || o->raw || o->dump)
+            usage_error("--list takes the pictures from its file: no other inputs, --raw or --dump");
+        return embed_list(o->model, o->list, o->shard, o->out, o->resize);
+    }
     clip_model *m = load_model(o);
     const clip_config *c = clip_get_config(m);
     int D = c->projection_dim, S = c->image_size;
@@ -1232,16 +1248,30 @@ static const command commands[] = {
      "reports accuracy, per-class accuracy and the confusion matrix (its 32x32 images\n"
      "are upscaled to the model's size, which is why accuracy there is lower)."},
     {"embed", cmd_embed, OPT_MODEL | OPT_IMAGE | OPT_TEXT | OPT_IDS | OPT_PIXELS | OPT_RAW | OPT_OUTPUT | OPT_DUMP |
-     OPT_RESIZE | OPT_THREADS,
-     "-m MODEL (--image F | --text S | --pixel-values F.npy | --ids \"49406 ... 49407\") ... [--raw] [-o OUT.npy] [--dump DIR]",
+     OPT_RESIZE | OPT_THREADS | OPT_LIST | OPT_SHARD,
+     "-m MODEL (--image F | --text S | --pixel-values F.npy | --ids \"49406 ... 49407\") ... [--raw] [-o OUT.npy] [--dump DIR]\n"
+     "  clip embed      -m MODEL --list FILE|- -o OUT.npy [--shard I/N]",
      "write embeddings as float32 .npy [N, D] (L2-normalized; --raw: projections);\n"
-     "              every option may repeat; --dump DIR writes every stage as .npy",
+     "              every option may repeat; --dump DIR writes every stage as .npy;\n"
+     "              --list FILE: the pictures named in FILE into OUT.npy, with\n"
+     "              OUT.paths.txt and OUT.failures.tsv beside it",
      "Embeddings as float32 .npy [N, D], one row per input, L2-normalized (--raw:\n"
      "the projections as they come); printed when there is no -o. Every input option\n"
      "may repeat; the rows come in the order ids, texts, images, pixel values.\n"
      "--dump DIR writes every stage (the ids or pixel values, each layer's output as\n"
      "Hugging Face's hidden_states, the pooled output, the features) as DIR/NAME.npy,\n"
-     "in DIR/0, DIR/1, ... for several inputs."},
+     "in DIR/0, DIR/1, ... for several inputs.\n"
+     "--list FILE (- for stdin) embeds the pictures it names, one a line, into OUT.npy\n"
+     "in list order, OUT.paths.txt beside it; a picture that fails is a row of zeros and\n"
+     "a line of OUT.failures.tsv. --shard I/N takes only the I-th of N equal parts."},
+    {"index", NULL, 0,
+     "-m MODEL DIR|FILE ... -o INDEX [--shard I/N]   (clip index --help)",
+     "embed a folder of pictures into an index, incrementally (clip index --help)",
+     "(search.c: clip index --help)"},
+    {"search", NULL, 0,
+     "-m MODEL INDEX (TEXT | --image FILE) [--top K] [--json] [--html OUT.html]",
+     "the pictures of an index closest to a text or a picture (clip search --help)",
+     "(search.c: clip search --help)"},
     {"tokenize", cmd_tokenize, OPT_MODEL | OPT_TEXT | OPT_PAD,
      "-m MODEL [--pad] TEXT ...",
      "one line of token ids per text",
@@ -1324,12 +1354,17 @@ int main(int argc, char **argv)
     int rc;
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        if (argc > 2 && (cmd = find_command(argv[2])) && !cmd->run) {   /* clip help index: its own help */
+            char *again[] = {argv[0], argv[2], "--help", NULL};
+            return !strcmp(cmd->name, "index") ? cmd_index(3, again) : cmd_search(3, again);
+        }
         if (argc > 2 && (cmd = find_command(argv[2]))) command_help(cmd);   /* clip help COMMAND */
         else usage(stdout);
         return 0;
     }
     if (!strcmp(argv[1], "--version")) { printf("clip %s (%s)\n", CLIP_VERSION, clip_build_info()); return 0; }
     if (!(cmd = find_command(argv[1]))) usage_error("unknown command '%s'", argv[1]);
+    if (!cmd->run) return !strcmp(cmd->name, "index") ? cmd_index(argc, argv) : cmd_search(argc, argv);
     command_name = argv[1];
     parse_options(argc, argv, cmd, &o);
     rc = cmd->run(&o);
