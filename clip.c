@@ -965,5 +965,5 @@ void clip_free(clip_model *m)
 
 const clip_config *clip_get_config(const clip_model *m) { return &m->config; }
 const clip_tokenizer *clip_get_tokenizer(const clip_model *m) { return m->tokenizer; }
-float clip_logit_scale(const clip_model *m) { return expf(m->w.logit_scale[0]); }
+float clip_logit_scale(const clip_model *m) { return (float)clip_exp(m->w.logit_scale[0]); }
 size_t clip_file_size(const clip_model *m) { return m->size; }

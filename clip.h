@@ -155,6 +155,10 @@ void clip_attention_query(float *out, const float *q, const float *k, const floa
 void clip_quick_gelu(float *x, size_t n);   /* x * sigmoid(1.702 x) */
 void clip_gelu(float *x, size_t n);         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
 void clip_set_threads(int n);               /* OpenMP threads (no-op without OpenMP) */
+/* e^z in plain IEEE double arithmetic, not libm's (whose last bits differ
+ * between C libraries): the same bits on every machine; z is clamped to
+ * [-700, 700] */
+double clip_exp(double z);
 
 /* The reference kernels, the same computations as plain loops (the first
  * part of tensor.c). clip_ref_attention's scratch holds heads * n floats,

@@ -22,11 +22,20 @@
  */
 #include "clip.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+/* The reference build's promise (the same bits on every machine) needs every
+ * float and double operation rounded once, to its own type: i386's x87
+ * keeps extended precision (FLT_EVAL_METHOD 2). make REFERENCE=1 adds
+ * -msse2 -mfpmath=sse there. */
+#if defined(CLIP_REFERENCE) && defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "a reference build needs FLT_EVAL_METHOD 0 (on i386: -msse2 -mfpmath=sse)"
 #endif
 
 void clip_set_threads(int n)
@@ -98,13 +107,52 @@ static inline double tensor_exp(double z)
     return p * s;
 }
 
-/* erf: libm's, the one call to it */
-static inline double tensor_erf(double x)
+#define EXP_LIMIT 700.0        /* |z| for tensor_exp is kept below this (e^700 ~ 1e304) */
+
+/* e^z for the library's other callers (exp(logit_scale)): tensor_exp, so
+ * that it too has the same bits on every machine */
+double clip_exp(double z)
 {
-    return erf(x);
+    return tensor_exp(z < -EXP_LIMIT ? -EXP_LIMIT : z > EXP_LIMIT ? EXP_LIMIT : z);
 }
 
-#define EXP_LIMIT 700.0        /* |z| for tensor_exp is kept below this (e^700 ~ 1e304) */
+/* The normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2, for a float x (exact
+ * GELU is x Phi(x)), without libm. With u = x / sqrt 2 and t = u^2 = x^2 / 2
+ * (exact in double: x has 24 bits, so e^-t carries only tensor_exp's
+ * rounding):
+ *   |u| < 2:  erf(u) = 2/sqrt(pi) e^-t u sum_{n>=0} (2t)^n / (1 3 5 ... (2n+1))
+ *                    = sqrt(2/pi) x e^-t sum_n x^(2n) / (1 3 5 ... (2n+1)),
+ *             positive terms (no cancellation), summed n = 0, 1, ... until a
+ *             term no longer changes the sum;
+ *   |u| >= 2: erfc(|u|) = e^-t / sqrt(pi) / (u + (1/2) / (u + 1 / (u + (3/2) / (u + ...)))),
+ *             Laplace's continued fraction, 64 levels evaluated from the
+ *             bottom up (converged to double for u >= 2); Phi is then
+ *             1 - erfc/2 or erfc/2, so that a large negative x keeps its
+ *             tiny Phi instead of cancelling 1 + erf to zero.
+ * Beyond t = 700 Phi is 0 or 1 (e^-700 / x underflows any product with a
+ * float); NaN stays NaN. Only IEEE double additions, multiplications and
+ * divisions, in one order: the same bits on every machine. */
+#define CF_LEVELS 64
+static inline double tensor_normal_cdf(float xf)
+{
+    double x = xf, x2 = x * x, t = 0.5 * x2, u, f, erfc;
+    if (x != x) return x;
+    if (x2 < 8.0) {
+        double term = 1.0, sum = 1.0;
+        for (int n = 1; term > sum * 0x1p-60; n++) {       /* at most 42 terms for x^2 < 8 */
+            term = term * x2 / (2 * n + 1);
+            sum += term;
+        }
+        return 0.5 * (1.0 + 0.79788456080286535588 * x * tensor_exp(-t) * sum);
+    }
+    if (t > EXP_LIMIT) return x > 0 ? 1.0 : 0.0;
+    u = (x > 0 ? x : -x) * 0.70710678118654752440;
+    f = u;
+    for (int k = CF_LEVELS; k >= 1; k--) f = u + (0.5 * k) / f;
+    erfc = tensor_exp(-t) * 0.56418958354775628695 / f;      /* 1 / sqrt(pi) */
+    return x > 0 ? 1.0 - 0.5 * erfc : 0.5 * erfc;
+}
+
 #define SIGMOID_LIMIT 400.0    /* beyond |x| = 400, float(sigmoid(1.702 x)) is exactly 0 or 1 */
 
 /* ======================================================================== */
@@ -240,10 +288,10 @@ void clip_ref_quick_gelu(float *x, size_t n)
     }
 }
 
-/* ACT2FN["gelu"], the exact one: 0.5 x (1 + erf(x / sqrt 2)) */
+/* ACT2FN["gelu"], the exact one: 0.5 x (1 + erf(x / sqrt 2)) = x Phi(x) */
 void clip_ref_gelu(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + tensor_erf(x[i] * 0.70710678118654752440)));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] * tensor_normal_cdf(x[i]));
 }
 
 /* In a reference build every public kernel below is its reference. */
@@ -919,7 +967,7 @@ void clip_gelu(float *x, size_t n)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
         for (size_t i = blk * ACT_BLOCK; i < i1; i++)
-            x[i] = (float)(0.5 * x[i] * (1.0 + tensor_erf(x[i] * 0.70710678118654752440)));
+            x[i] = (float)(x[i] * tensor_normal_cdf(x[i]));
     }
 }
 
