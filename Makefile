@@ -25,8 +25,12 @@ WASMFLAGS ?= -O3 -msimd128
 KERNELS  =
 endif
 WARN     = -std=c99 -Wall -Wextra -pedantic
-LIBSRC   = clip.c tokenizer.c image.c tensor.c
-HEADERS  = clip.h unicode_tables.h
+# The library's sources (README, "Code layout"); the tests read these lists: make -s print-IMAGE_SRC
+TOKENIZER_SRC = tokenizer.c
+IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c decode/ppm.c decode/png_write.c
+MODEL_SRC     = clip.c tensor.c
+LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
+HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
 BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
 WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
 
@@ -70,9 +74,16 @@ web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
 	    -sEXPORTED_RUNTIME_METHODS=FS,UTF8ToString,stringToUTF8,lengthBytesUTF8 -o $@ web/clip_web.c $(LIBSRC) -lm
 
-# CLIP_KERNELS: the kernel flags, for the tests that compile tensor.c themselves
+# make test: every suite in test/ (test/README.md). Needs a C compiler, make and python3; a suite
+# that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
+# CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
+# CLIP_KERNELS: the kernel flags, for the suites that compile tensor.c themselves.
 test: clip
-	CLIP_KERNELS="$(KERNELS)" sh test/run.sh
+	CLIP_KERNELS="$(KERNELS)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
+
+# make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
+test-deps:
+	sh test/deps.sh
 
 bench: clip
 	$(PYTHON) test/bench.py
@@ -86,24 +97,26 @@ install: all
 	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
-.PHONY: all demo test bench clean install wasm FORCE
+print-%:
+	@echo $($*)
 
-# Sanitizers and fuzzing (test/fuzz/README.md). The library's sources, plus any image_*.c
-# not yet merged into image.c, built with AddressSanitizer and UndefinedBehaviorSanitizer.
+.PHONY: all demo test test-deps bench clean install wasm FORCE
+
+# Sanitizers and fuzzing (test/fuzz/README.md): the library's sources built with
+# AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_CC    ?= clang
 SANITIZE   = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-SANSRC     = $(LIBSRC) $(filter-out $(LIBSRC),$(wildcard image*.c))
 SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86:quarantine_size_mb=16
 
 # make test-asan: the whole suite with CLIP_BIN=build/asan/clip; build/asan/cc is the compiler
-# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report
-# exits 86. Leak checking is off here (a command that exits on an error leaves its memory to the
-# system); the fuzz targets check every input for leaks.
+# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report,
+# a leak included (every program frees what it allocated, on errors too), exits 86.
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
-	$(SANENV):detect_leaks=0 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip sh test/run.sh
+	build/asan/cc $(WARN) -o build/asan/clip main.c $(LIBSRC) -lm
+	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
+	    PYTHON="$(PYTHON)" sh test/run.sh
 
 # make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c
 # for T=jpeg) with libFuzzer and run it for S seconds on test/out/fuzz/T/corpus plus the seeds
@@ -120,8 +133,8 @@ fuzz: $(FUZZ_BIN)
 	    -print_final_stats=1 -artifact_prefix=test/out/fuzz/$(T)/ $(FUZZ_OPTS) \
 	    test/out/fuzz/$(T)/corpus test/out/fuzz/$(T)/seeds
 
-build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(SANSRC) $(HEADERS)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(LIBSRC) $(HEADERS)
 	mkdir -p build/fuzz
-	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(SANSRC) -lm
+	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(LIBSRC) -lm
 
 .PHONY: test-asan fuzz
