@@ -73,7 +73,7 @@ const char *clip_build_info(void)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The transcendentals: every exp and erf of both parts goes through these   */
+/* The transcendentals: every exp, and the reference kernels' erf           */
 /* ------------------------------------------------------------------------ */
 /* exp in double, written out so that compilers vectorize it (libm's exp is a
  * call per element): z = n ln2 + r with |r| <= ln2/2, e^r by its Taylor
@@ -958,6 +958,8 @@ void clip_quick_gelu(float *x, size_t n)
     }
 }
 
+/* libm's erf: a call per value, but 8 times faster than tensor_normal_cdf's
+ * series; the fast build promises closeness, not the same bits */
 void clip_gelu(float *x, size_t n)
 {
     size_t blocks = (n + ACT_BLOCK - 1) / ACT_BLOCK;
@@ -967,7 +969,7 @@ void clip_gelu(float *x, size_t n)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
         for (size_t i = blk * ACT_BLOCK; i < i1; i++)
-            x[i] = (float)(x[i] * tensor_normal_cdf(x[i]));
+            x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
     }
 }
 
