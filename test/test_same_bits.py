@@ -208,9 +208,12 @@ def cases_of():
 
 
 def compare(name, hashes, ref, cases):
-    """Per case and output kind: every file of the yardstick has the same sha256 here."""
-    for case in cases:
-        kinds = sorted({k[1].split(os.sep)[0] for k in ref if k[0] == case})
+    """Per case and output this target ran: every file of the yardstick's has the same sha256 here."""
+    for case, model, images, texts, which in cases:
+        ran = {c[0] for c in commands(model, images, texts, which)}
+        ran |= {k + ".npy" for k in ran if k.startswith("dump_")}
+        kinds = sorted({k[1].split(os.sep)[0] for k in ref if k[0] == case} & ran)
+        R.check(len(kinds) == len(ran), f"{name}: {case}: the yardstick has all {len(ran)} outputs", quiet=True)
         for kind in kinds:
             mine = {k: v for k, v in hashes.items() if k[0] == case and k[1].split(os.sep)[0] == kind}
             theirs = {k: v for k, v in ref.items() if k[0] == case and k[1].split(os.sep)[0] == kind}
@@ -244,7 +247,7 @@ def main():
             ref = hashes
             R.check(len(ref) > 0, f"x86-64-gcc wrote {len(ref)} output files")
             continue
-        compare(name, hashes, ref, [c[0] for c in cases])
+        compare(name, hashes, ref, cases)
     R.finish()
 
 
