@@ -17,6 +17,7 @@ Standard library only.
 import json
 import math
 import os
+import shutil
 import struct
 import sys
 
@@ -185,7 +186,7 @@ if TINY_ONLY:
     R.skip("full-size ViT-B/32", "a run without CLIP_QUANT_TINY=1", "unset CLIP_QUANT_TINY")
 else:
     files = {d: convert(["--synthetic", "ViT-B/32", "--dtype", d], os.path.join(OUT, f"synthetic-b32-{d}.bin"))
-             for d in ["f32", "f16", "q8"]}
+             for d in ["f16", "q8"]}
     files["f32"] = convert(["--synthetic", "ViT-B/32"], os.path.join(OUT, "synthetic-b32.bin"))
     g = golden_arrays("tiny-b32")
     compare("ViT-B/32", files, golden_ids(g), golden_pixels("tiny-b32")[0], images, True)
@@ -201,4 +202,45 @@ else:
         size = os.path.getsize(files[d]) / 1048576.0
         R.check(kb / 1024.0 <= size + 60, f"ViT-B/32 {d}: peak RSS loading the file and embedding one image "
                                           f"{kb / 1024.0:.1f} MB (file {size:.1f} MB + 60)")
+
+# Node: the WebAssembly build of `clip` (make wasm) on the q8 and f16 files, against native
+ARTICLE = ["a photo of a cat", "a photo of a dog", "a photo of an airplane", "一张彩色的猫图片"]
+
+
+def match(cmd, model):
+    args = ["match", "-m", model, "-i", golden_file("images/chelsea.png"), "--json"]
+    for t in ARTICLE:
+        args += ["-t", t]
+    return json.loads(run([*cmd, *args]).stdout)["results"]
+
+
+WASM = os.path.join(ROOT, "build", "wasm", "clip.js")
+if os.environ.get("CLIP_QUANT_NODE") == "0" or not shutil.which("node") or not shutil.which(os.environ.get("EMCC", "emcc")):
+    R.skip("Node", "node and emcc (or unset CLIP_QUANT_NODE)", "apt-get install nodejs emscripten")
+else:
+    run(["make", "-s", "wasm"], cwd=ROOT)
+    # A native build with WebAssembly's arithmetic: no FMA contraction, no -march. The default build
+    # contracts multiply-adds; q8 then rounds a few activations to the other int8 step, which
+    # moves the outputs by q8's own error, not by float rounding (the README's "q8" section).
+    plain = os.path.join(OUT, "clip-nofma")
+    src = run(["make", "-s", "-f", "Makefile", "-f", "-", "print-src"], cwd=ROOT,
+              input=b"print-src:\n\t@echo main.c $(LIBSRC)\n").stdout.decode().split()
+    run([os.environ.get("CC", "cc"), "-std=c99", "-O2", "-ffp-contract=off", "-I" + ROOT, "-o", plain,
+         *[os.path.join(ROOT, f) for f in src], "-lm"])
+    models = [("tiny-b32", os.path.join(OUT, "tiny-b32-q8.bin")), ("tiny-b32", os.path.join(OUT, "tiny-b32-f16.bin"))]
+    if not TINY_ONLY:
+        models.append(("ViT-B/32", os.path.join(OUT, "synthetic-b32-q8.bin")))
+    for name, model in models:
+        node = match(["node", "--no-experimental-fetch", WASM], model)
+        same = match([plain], model)
+        native = match([CLIP], model)
+        top = lambda r: max(r, key=lambda x: x["prob"])["text"]  # noqa: E731
+        ep = max(abs(a["prob"] - b["prob"]) for a, b in zip(node, same))
+        en = max(abs(a["prob"] - b["prob"]) for a, b in zip(node, native))
+        R.check(top(node) == top(same) and ep <= 1e-4,
+                f"{name} {os.path.basename(model)} in Node: top caption {top(node)!r} as native without FMA "
+                f"contraction, probabilities within {ep:.2g} (<= 1e-4)")
+        R.check(top(node) == top(native),
+                f"{name} {os.path.basename(model)} in Node: top caption as the default native build's, "
+                f"probabilities within {en:.2g}")
 R.finish()
