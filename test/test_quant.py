@@ -215,6 +215,29 @@ def match(cmd, model):
 
 
 WASM = os.path.join(ROOT, "build", "wasm", "clip.js")
+# the browser page's module (web/clip.js) in Node: the model handed over in memory, as web/app.js does
+PAGE = r"""
+const fs = require('fs');
+const [modulePath, modelPath, imagePath, captions] = process.argv.slice(1);
+require(modulePath)().then((clip) => {
+  const texts = JSON.parse(captions), n = texts.length;
+  const model = fs.readFileSync(modelPath), p = clip._web_alloc(model.length);
+  clip.HEAPU8.set(model, p);
+  if (clip._web_load_memory(p, model.length) < 0) throw new Error(clip.UTF8ToString(clip._web_error()));
+  const d = clip._web_dim(), img = clip._malloc(4 * d), txt = clip._malloc(4 * n * d);
+  const lg = clip._malloc(4 * n), pr = clip._malloc(4 * n);
+  const bytes = fs.readFileSync(imagePath), ib = clip._malloc(bytes.length);
+  clip.HEAPU8.set(bytes, ib);
+  if (clip._web_embed_image(ib, bytes.length, 0, img) < 0) throw new Error(clip.UTF8ToString(clip._web_error()));
+  texts.forEach((t, i) => {
+    const m = clip.lengthBytesUTF8(t) + 1, s = clip._malloc(m);
+    clip.stringToUTF8(t, s, m);
+    if (clip._web_embed_text(s, txt + 4 * i * d) < 0) throw new Error(clip.UTF8ToString(clip._web_error()));
+  });
+  if (clip._web_match(img, txt, n, lg, pr) < 0) throw new Error(clip.UTF8ToString(clip._web_error()));
+  console.log(JSON.stringify(texts.map((t, i) => ({ text: t, prob: clip.HEAPF32[pr / 4 + i] }))));
+}).catch((e) => { console.log(JSON.stringify({ fatal: String(e) })); process.exit(1); });
+"""
 if os.environ.get("CLIP_QUANT_NODE") == "0":   # chosen by the caller (test_builds.sh): not a skip
     print("note: CLIP_QUANT_NODE=0: the Node part is not run")
 elif not shutil.which("node") or not shutil.which(os.environ.get("EMCC", "emcc")):
@@ -243,4 +266,10 @@ else:
         R.check(top(node) == top(native),
                 f"{name} {os.path.basename(model)} in Node: top caption as the default native build's, "
                 f"probabilities within {en:.2g}")
+        page = json.loads(run(["node", "--no-experimental-fetch", "-e", PAGE, os.path.join(ROOT, "web", "clip.js"),
+                               model, golden_file("images/chelsea.png"), json.dumps(ARTICLE)]).stdout)
+        ew = max(abs(a["prob"] - b["prob"]) for a, b in zip(page, same))
+        R.check(top(page) == top(same) and ew <= 1e-4,
+                f"{name} {os.path.basename(model)} in the page's module (web/clip.js, loaded from memory): top "
+                f"caption as native without FMA contraction, probabilities within {ew:.2g} (<= 1e-4)")
 R.finish()
