@@ -3,7 +3,11 @@
 #
 # make REFERENCE=1 builds everything (clip, libclip.a, wasm, the kernels' test) on tensor.c's
 # reference kernels instead of the fast ones (-DCLIP_REFERENCE), with portable flags: no
-# -march=native and no FMA contraction, so that every sum runs in the order the code writes.
+# -march=native, no FMA contraction, SSE2 on i386, so that every sum runs in the order the code
+# writes and every output has the same bits on every machine (README: "The same bits everywhere").
+# A cross build needs only the compiler:
+#   make REFERENCE=1 CC='gcc -m32' OPENMP=
+#   make REFERENCE=1 CC='clang --target=aarch64-linux-gnu' OPENMP= clip   (links with binutils-aarch64-linux-gnu)
 # A change of flags (REFERENCE, CC, CFLAGS, OPENMP) rebuilds what they built.
 CC      ?= cc
 OPENMP  ?= -fopenmp
@@ -13,7 +17,9 @@ EMCC    ?= emcc
 ifeq ($(REFERENCE),1)
 CFLAGS  ?= -O2
 WASMFLAGS ?= -O2
-KERNELS  = -DCLIP_REFERENCE -ffp-contract=off
+# i386 (e.g. CC='gcc -m32'): SSE2 arithmetic, never x87's extended precision; asked of $(CC) itself
+REF_I386 := $(shell echo __i386__ | $(CC) -E -P -x c - 2>/dev/null | tr -d ' \n')
+KERNELS  = -DCLIP_REFERENCE -ffp-contract=off $(if $(filter 1,$(REF_I386)),-msse2 -mfpmath=sse)
 else
 CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 WASMFLAGS ?= -O3 -msimd128

@@ -28,8 +28,10 @@
 /* ------------------------------------------------------------------------ */
 /* The weights                                                               */
 /* ------------------------------------------------------------------------ */
-/* Linear weights are [out, in] clip_weights (a dtype and the data: float32
- * so far); biases, norms and embeddings are float32 arrays. */
+/* Linear weights, the projections, the patch embedding and the token
+ * embedding are clip_weights [out, in] (a dtype: float32, float16 or q8, and
+ * the data); biases, norms, the class and position embeddings are float32
+ * arrays. */
 
 typedef struct {                            /* one CLIPEncoderLayer */
     const float *ln1_w, *ln1_b;             /* layer_norm1 [d] */
@@ -46,7 +48,7 @@ typedef struct {                            /* one CLIPEncoderLayer */
 
 typedef struct {
     /* text_model */
-    const float *token_embedding;           /* [vocab, d] */
+    clip_weight token_embedding;            /* [vocab, d] */
     const float *text_position_embedding;   /* [max_positions, d] */
     clip_layer *text_layers;
     const float *final_ln_w, *final_ln_b;   /* final_layer_norm [d] */
@@ -70,6 +72,7 @@ struct clip_model {
     size_t size;
     int mapped;            /* data came from mmap */
     int owned;             /* data belongs to the model (mmap or malloc), not to the caller */
+    size_t dtype_values[3], dtype_bytes[3];   /* the tensors' values and bytes per CLIP_DTYPE_* */
 };
 
 /* The working memory of one encode call: `batch` sequences of n tokens,
@@ -238,14 +241,14 @@ static void encoder(float *x, const clip_layer *layers, const clip_tower_config 
  * what it would get alone (the matrix products may round differently for
  * more rows). */
 static void text_embeddings(float *x, const clip_weights *w, const int32_t *const *ids, const int *lens, int count,
-                            int n, int d)
+                            int n, int d, int vocab)
 {
     for (int t = 0; t < count; t++)
         for (int i = 0; i < n; i++) {
-            const float *tok = w->token_embedding + (size_t)ids[t][i < lens[t] ? i : lens[t] - 1] * d;
             const float *pos = w->text_position_embedding + (size_t)i * d;
             float *xi = x + ((size_t)t * n + i) * d;
-            for (int j = 0; j < d; j++) xi[j] = tok[j] + pos[j];
+            clip_weight_row(xi, &w->token_embedding, ids[t][i < lens[t] ? i : lens[t] - 1], d, vocab);
+            for (int j = 0; j < d; j++) xi[j] += pos[j];
         }
 }
 
@@ -273,7 +276,7 @@ static void text_tower(const clip_model *m, const buffers *b, const int32_t *con
     const clip_weights *w = &m->w;
     int d = c->text.hidden;
 
-    text_embeddings(b->x, w, ids, lens, count, n, d);
+    text_embeddings(b->x, w, ids, lens, count, n, d, c->vocab_size);
     for (int t = 0; t < count; t++) b->pool[t] = text_pooled_position(ids[t], lens[t], c->eos_token_id);
 
     encoder(b->x, w->text_layers, &c->text, count, n, 1, b, "text", dump, ctx);
@@ -570,7 +573,7 @@ void clip_normalize(float *v, int n)
  * (HEADER_FIELDS, HEADER_SLOTS, INDEX_FIELDS) in upper case, after the
  * prefix FIELD_, SLOT_ or ENTRY_. */
 
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2         /* version 1: every tensor float32; read as well */
 #define HEADER_BYTES 512
 #define INDEX_ENTRY_BYTES 128
 #define NAME_BYTES 96
@@ -607,7 +610,7 @@ enum header_slot {                  /* slot indices: i32, or f32 where marked */
 
 enum index_field {                  /* byte offsets in a tensor index entry */
     ENTRY_NAME = 0,                 /* char[96], NUL padded */
-    ENTRY_DTYPE = 96,               /* u32 CLIP_DTYPE_F32 */
+    ENTRY_DTYPE = 96,               /* u32 CLIP_DTYPE_F32, _F16, _Q8 (version 1: F32 only) */
     ENTRY_NDIM = 100,               /* u32, at most 4 */
     ENTRY_SHAPE = 104,              /* u32[4] */
     ENTRY_OFFSET = 120              /* u64 from the start of the file, 64-byte aligned */
@@ -710,9 +713,9 @@ static int parse_header(clip_model *m, char *err)
         set_err(err, "not a clip.c model file (convert a Hugging Face checkpoint with convert.py)");
         return CLIP_EINPUT;
     }
-    if (rd32(h + FIELD_VERSION) != FORMAT_VERSION) {
-        set_err(err, "model file version %u is not supported (this build reads version %d)", rd32(h + FIELD_VERSION),
-                FORMAT_VERSION);
+    if (rd32(h + FIELD_VERSION) != FORMAT_VERSION && rd32(h + FIELD_VERSION) != 1) {
+        set_err(err, "model file version %u is not supported (this build reads versions 1 to %d)",
+                rd32(h + FIELD_VERSION), FORMAT_VERSION);
         return CLIP_EINPUT;
     }
     if (rd32(h + FIELD_HEADER_BYTES) != HEADER_BYTES) {
@@ -732,25 +735,54 @@ static int parse_header(clip_model *m, char *err)
  * misshapen sets `failed` (its reason in err); the lookups after it return
  * NULL at once, and load_weights reports that first reason. */
 typedef struct {
-    const clip_model *m;
+    clip_model *m;
     const uint8_t *entries;   /* count entries of INDEX_ENTRY_BYTES */
     uint32_t count;
     int failed;
     char *err;
 } tensor_index;
 
-/* The data of tensor prefix + name, float32 of exactly the given shape */
-static const float *find_tensor(tensor_index *ix, const char *prefix, const char *name, int ndim, const int *shape)
+static const char *const DTYPE_NAMES[3] = {"float32", "float16", "q8"};
+
+/* The bytes of a tensor of elems values: a weight [out, ...] is [out, in]
+ * with `in` the rest of its shape; q8 pads out to 16 and in to 32 and adds
+ * a float32 scale per 32 values (tensor.c, clip_weight_bytes). In 64 bits,
+ * so that no shape wraps a 32-bit size_t around. */
+static uint64_t tensor_bytes(uint32_t dtype, int ndim, const int *shape, uint64_t elems)
+{
+    uint64_t out, in;
+    if (dtype == CLIP_DTYPE_F32) return 4 * elems;
+    if (dtype == CLIP_DTYPE_F16) return 2 * elems;
+    out = ndim >= 1 ? (uint64_t)shape[0] : 1;
+    in = out ? elems / out : 0;
+    return (out + 15) / 16 * 16 * ((in + 31) / 32 * 32) / 32 * 36;
+}
+
+/* The data of tensor prefix + name, of exactly the given shape, stored as
+ * float32 or (weights == 1) as any dtype the file's version allows; its
+ * dtype in *dtype. */
+static const void *find_data(tensor_index *ix, const char *prefix, const char *name, int ndim, const int *shape,
+                             int weights, int *dtype)
 {
     char full[NAME_BYTES + 1];
     if (ix->failed) return NULL;
     snprintf(full, sizeof full, "%s%s", prefix, name);
     for (uint32_t t = 0; t < ix->count; t++) {
         const uint8_t *e = ix->entries + (size_t)t * INDEX_ENTRY_BYTES;
-        uint64_t off = rd64(e + ENTRY_OFFSET), elems = 1, size = ix->m->size;
+        uint64_t off = rd64(e + ENTRY_OFFSET), elems = 1, size = ix->m->size, bytes;
+        uint32_t dt = rd32(e + ENTRY_DTYPE), version = rd32(ix->m->data + FIELD_VERSION);
         if (strncmp((const char *)e + ENTRY_NAME, full, NAME_BYTES) != 0) continue;
         ix->failed = 1;
-        if (rd32(e + ENTRY_DTYPE) != CLIP_DTYPE_F32) { set_err(ix->err, "tensor %s is not float32", full); return NULL; }
+        if (dt > CLIP_DTYPE_Q8 || (version == 1 && dt != CLIP_DTYPE_F32)) {
+            set_err(ix->err, "tensor %s has dtype %u, which this build does not know (version %u files hold "
+                    "%s)", full, dt, version, version == 1 ? "0 float32" : "0 float32, 1 float16, 2 q8");
+            return NULL;
+        }
+        if (dt != CLIP_DTYPE_F32 && !weights) {
+            set_err(ix->err, "tensor %s is %s; layer norms, biases and the class and position embeddings must be "
+                    "float32", full, DTYPE_NAMES[dt]);
+            return NULL;
+        }
         if (rd32(e + ENTRY_NDIM) != (uint32_t)ndim) {
             set_err(ix->err, "tensor %s has %u dimensions, expected %d", full, rd32(e + ENTRY_NDIM), ndim);
             return NULL;
@@ -763,25 +795,36 @@ static const float *find_tensor(tensor_index *ix, const char *prefix, const char
             }
             elems *= (uint64_t)shape[i];
         }
-        if (off % 64 != 0 || off < HEADER_BYTES || off > size || elems > (size - off) / sizeof(float)) {
+        bytes = tensor_bytes(dt, ndim, shape, elems);
+        if (off % 64 != 0 || off < HEADER_BYTES || off > size || bytes > size - off) {
             set_err(ix->err, "tensor %s lies outside the file (truncated or corrupt)", full);
             return NULL;
         }
         ix->failed = 0;
-        return (const float *)(const void *)(ix->m->data + off);
+        ix->m->dtype_values[dt] += (size_t)elems;
+        ix->m->dtype_bytes[dt] += (size_t)bytes;
+        *dtype = (int)dt;
+        return ix->m->data + off;
     }
     set_err(ix->err, "tensor %s is missing", full);
     ix->failed = 1;
     return NULL;
 }
 
-/* A linear layer's weight: where a tensor of the file becomes a clip_weight
- * (float32 only, as yet; other dtypes will be accepted here). */
+/* a float32 tensor (norms, biases, the class and position embeddings) */
+static const float *find_tensor(tensor_index *ix, const char *prefix, const char *name, int ndim, const int *shape)
+{
+    int dtype;
+    return find_data(ix, prefix, name, ndim, shape, 0, &dtype);
+}
+
+/* a weight [out, in] of any dtype: the linear layers, the projections and
+ * the patch and token embeddings */
 static clip_weight find_weight(tensor_index *ix, const char *prefix, const char *name, int ndim, const int *shape)
 {
     clip_weight w;
     w.dtype = CLIP_DTYPE_F32;
-    w.data = find_tensor(ix, prefix, name, ndim, shape);
+    w.data = find_data(ix, prefix, name, ndim, shape, 1, &w.dtype);
     return w;
 }
 
@@ -818,7 +861,7 @@ static int load_weights(clip_model *m, const uint8_t *entries, uint32_t count, c
     int proj = c->projection_dim;
     tensor_index ix = {m, entries, count, 0, err};
 
-    w->token_embedding = find_tensor(&ix, "text_model.embeddings.", "token_embedding.weight", 2, (const int[]){c->vocab_size, td});
+    w->token_embedding = find_weight(&ix, "text_model.embeddings.", "token_embedding.weight", 2, (const int[]){c->vocab_size, td});
     w->text_position_embedding = find_tensor(&ix, "text_model.embeddings.", "position_embedding.weight", 2,
                                              (const int[]){c->max_positions, td});
     for (int l = 0; l < c->text.layers; l++) load_layer(&ix, "text_model", l, &c->text, &w->text_layers[l]);
@@ -965,5 +1008,12 @@ void clip_free(clip_model *m)
 
 const clip_config *clip_get_config(const clip_model *m) { return &m->config; }
 const clip_tokenizer *clip_get_tokenizer(const clip_model *m) { return m->tokenizer; }
-float clip_logit_scale(const clip_model *m) { return expf(m->w.logit_scale[0]); }
+float clip_logit_scale(const clip_model *m) { return (float)clip_exp(m->w.logit_scale[0]); }
 size_t clip_file_size(const clip_model *m) { return m->size; }
+
+size_t clip_dtype_bytes(const clip_model *m, int dtype, size_t *values)
+{
+    int ok = dtype >= CLIP_DTYPE_F32 && dtype <= CLIP_DTYPE_Q8;
+    if (values) *values = ok ? m->dtype_values[dtype] : 0;
+    return ok ? m->dtype_bytes[dtype] : 0;
+}

@@ -116,21 +116,29 @@ void clip_linear3(float *const y[3], const float *x, const float *const w[3], co
                   int n, int in, int out);
 
 /* A weight matrix [out, in] as the model file stores it: its dtype (the
- * tensor index's dtype field) and where its values lie. Float32 is the only
- * dtype so far; float16 and int8 blocks are planned, each with a kernel of
- * its own behind clip_linear_weight. */
-enum { CLIP_DTYPE_F32 = 0 };
+ * tensor index's dtype field) and where its values lie. float32 and float16
+ * are row-major; q8 is blocks of 32 int8 values with a float32 scale each,
+ * laid out for vector units (README, "The model file"; tensor.c). */
+enum { CLIP_DTYPE_F32 = 0, CLIP_DTYPE_F16 = 1, CLIP_DTYPE_Q8 = 2 };
 typedef struct {
     int dtype;
     const void *data;
 } clip_weight;
+
+/* Bytes a weight [out, in] of this dtype takes (0 for an unknown dtype). */
+size_t clip_weight_bytes(int dtype, int out, int in);
+/* dst[in] = row `row` of the weight [out, in] as float32 (exact for every dtype) */
+void clip_weight_row(float *dst, const clip_weight *w, int row, int in, int out);
 
 /* Floats of scratch clip_linear_weight needs for n rows of `in` values
  * (0: none), for every smaller n and in too. */
 size_t clip_linear_scratch(int n, int in);
 /* clip_linear for a weight of any dtype, taking its working memory from
  * scratch (clip_linear_scratch(n, in) floats), so that it allocates
- * nothing; with scratch NULL it allocates per call, as clip_linear does. */
+ * nothing; with scratch NULL it allocates per call, as clip_linear does (a
+ * q8 product that cannot allocate leaves NaN in y). A q8 product quantizes
+ * x per block of 32 values (scale max|x| / 127, round to nearest even) and
+ * sums each block's int8 products exactly in int32. */
 void clip_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
                         float *scratch);
 void clip_linear3_weight(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
@@ -155,11 +163,20 @@ void clip_attention_query(float *out, const float *q, const float *k, const floa
 void clip_quick_gelu(float *x, size_t n);   /* x * sigmoid(1.702 x) */
 void clip_gelu(float *x, size_t n);         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
 void clip_set_threads(int n);               /* OpenMP threads (no-op without OpenMP) */
+/* e^z in plain IEEE double arithmetic, not libm's (whose last bits differ
+ * between C libraries): the same bits on every machine; z is clamped to
+ * [-700, 700] */
+double clip_exp(double z);
 
 /* The reference kernels, the same computations as plain loops (the first
  * part of tensor.c). clip_ref_attention's scratch holds heads * n floats,
  * clip_ref_attention_query's len floats. */
 void clip_ref_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+/* clip_ref_linear for a weight of any dtype: float16 widened to float32; q8
+ * on x quantized as clip_linear_weight does, each block's int32 sum times its
+ * two scales added in double. scratch as clip_linear_weight's. */
+void clip_ref_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
+                            float *scratch);
 void clip_ref_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps);
 void clip_ref_softmax(float *x, int n, int d);
 void clip_ref_attention(float *out, const float *q, const float *k, const float *v,
@@ -203,6 +220,9 @@ const clip_config *clip_get_config(const clip_model *model);
 const clip_tokenizer *clip_get_tokenizer(const clip_model *model);
 float clip_logit_scale(const clip_model *model);   /* exp(logit_scale) */
 size_t clip_file_size(const clip_model *model);
+/* Bytes of the model's tensors stored as `dtype` (CLIP_DTYPE_*), and in
+ * *values (when not NULL) how many values they hold. */
+size_t clip_dtype_bytes(const clip_model *model, int dtype, size_t *values);
 
 /* Called for every stage when set: name, data, shape. */
 typedef void (*clip_dump_fn)(void *ctx, const char *name, const float *data, int ndim, const int *shape);

@@ -46,14 +46,21 @@ What it reads from the folder:
               bos/eos/pad/unk tokens and model_max_length
 
 What it writes (-o): header (hyperparameters and preprocessing settings),
-the BPE tokenizer, a tensor index and every tensor CLIPModel needs, as
-float32, 64-byte aligned, ready to mmap. Float16 and bfloat16 weights are
-widened to float32 exactly. The file appears only when it is complete.
+the BPE tokenizer, a tensor index and every tensor CLIPModel needs,
+64-byte aligned, ready to mmap. With --dtype f32 (the default) every tensor
+is float32: float16 and bfloat16 weights are widened exactly. --dtype f16 or
+q8 stores the weights that matrix products read (q/k/v/out_proj, fc1, fc2,
+the projections, the patch and token embeddings) as float16 (a float16
+checkpoint keeps its bits) or as q8, blocks of 32 int8 values with a
+float32 scale each (about half and a quarter of the float32 file); layer
+norms, biases, the class and position embeddings and logit_scale stay
+float32. The file appears only when it is complete.
 
 Examples:
   python3 convert.py ~/models/clip-vit-base-patch32 -o clip-b32.bin
   python3 convert.py openai/clip-vit-base-patch32 -o clip-b32.bin
   python3 convert.py --synthetic ViT-B/32 -o synthetic-b32.bin --seed 1
+  python3 convert.py ~/models/clip-vit-base-patch32 --dtype q8 -o clip-b32-q8.bin
   python3 convert.py --synthetic ViT-L/14 --tokenizer ~/models/clip-vit-large-patch14 -o syn-l14.bin
 
 --synthetic ARCH writes a full-size model with deterministic pseudo-random
@@ -74,7 +81,7 @@ Environment:
 Exit status: 0 done, 1 bad input (the message says what and why), 2 bad usage.
 """
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # version 1: float32 only (clip.c reads both)
 HEADER_BYTES = 512
 INDEX_ENTRY_BYTES = 128
 TENSOR_ALIGN = 64
@@ -1006,12 +1013,100 @@ HEADER_SLOT_COUNT = 64
 # A tensor index entry, INDEX_ENTRY_BYTES long: (name, byte offset, struct format)
 INDEX_FIELDS = [
     ("name", 0, "96s"),      # the Hugging Face name, UTF-8, NUL padded (NAME_FIELD)
-    ("dtype", 96, "I"),      # DTYPE_F32
+    ("dtype", 96, "I"),      # DTYPE_F32, DTYPE_F16, DTYPE_Q8
     ("ndim", 100, "I"),      # at most 4
     ("shape", 104, "4I"),    # unused dimensions are 0
     ("offset", 120, "Q"),    # where the data starts in the file, TENSOR_ALIGN-aligned
 ]
-DTYPE_F32 = 0
+DTYPE_F32, DTYPE_F16, DTYPE_Q8 = 0, 1, 2
+DTYPE_CHOICES = {"f32": DTYPE_F32, "f16": DTYPE_F16, "q8": DTYPE_Q8}
+Q8_BLOCK, Q8_ROWS = 32, 16
+
+# The tensors --dtype f16/q8 reduces: every weight [out, in] that a matrix
+# product reads (nn.Linear, the projections, the patch embedding as a product
+# of patches), and the token embedding (25 of ViT-B/32's 151 million values:
+# without it a q8 file would be 0.41 of the float32 one). Layer norms, biases,
+# the class and position embeddings are small, and add to every value they
+# touch; they stay float32.
+REDUCED = re.compile(r"(self_attn\.(q|k|v|out)_proj\.weight|mlp\.fc[12]\.weight|^(text|visual)_projection\.weight"
+                     r"|patch_embedding\.weight|token_embedding\.weight)$")
+
+
+def tensor_dtype(name, target):
+    return target if REDUCED.search(name) else DTYPE_F32
+
+
+def stored_bytes(dtype, shape):
+    """Bytes of a tensor in the file: a weight [out, ...] is [out, in], in the rest of its shape."""
+    n = product(shape)
+    if dtype == DTYPE_F32:
+        return 4 * n
+    if dtype == DTYPE_F16:
+        return 2 * n
+    out = shape[0]
+    return align(out, Q8_ROWS) * align(n // out, Q8_BLOCK) // Q8_BLOCK * (Q8_BLOCK + 4)
+
+
+def float_array(raw):
+    """float32 little-endian bytes -> array('f')"""
+    a = array("f")
+    a.frombytes(raw)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
+
+
+def encode_f16(name, t):
+    """float16 little-endian; a float16 tensor keeps its bits"""
+    if t.dtype == "F16":
+        return t.read()
+    vals = float_array(to_float32(t.read(), t.dtype))
+    try:
+        return struct.pack("<%de" % len(vals), *vals)
+    except OverflowError:
+        raise ConvertError("tensor %s has values beyond float16's range (65504); use --dtype q8 or f32"
+                           % name) from None
+
+
+def encode_q8(name, t, shape):
+    """README's q8 layout: per block of 32 values of a row, scale = max|v| / 127
+    (rounded to float32) and q = round(v / scale) (to nearest, ties to even);
+    rows in groups of 16, each group [in32 / 4][16][4] int8, then the scales,
+    each group [in32 / 32][16] float32. Padding is zero."""
+    vals = float_array(to_float32(t.read(), t.dtype))
+    out = shape[0]
+    n_in = len(vals) // out
+    in32, out16 = align(n_in, Q8_BLOCK), align(out, Q8_ROWS)
+    nb = in32 // Q8_BLOCK
+    quants = bytearray(out16 * in32)
+    scales = array("f", bytes(4 * out16 * nb))
+    pad = [0.0] * (in32 - n_in)
+    for o in range(out):
+        row = vals[o * n_in:(o + 1) * n_in].tolist() + pad
+        if not all(map(math.isfinite, row)):
+            raise ConvertError("tensor %s has a value that is not finite (row %d)" % (name, o))
+        blocks = [row[b:b + Q8_BLOCK] for b in range(0, in32, Q8_BLOCK)]
+        sc = array("f", [max(max(blk), -min(blk)) / 127.0 for blk in blocks]).tolist()   # float32 scales
+        q = []
+        for blk, s in zip(blocks, sc):
+            q.extend([round(v / s) for v in blk] if s > 0.0 else [0] * Q8_BLOCK)
+        rb = array("b", q).tobytes()
+        g, r = divmod(o, Q8_ROWS)
+        base = g * Q8_ROWS * in32
+        for j in range(4):   # value k of row o at base + (k // 4) * 64 + r * 4 + k % 4
+            quants[base + r * 4 + j:base + Q8_ROWS * in32:4 * Q8_ROWS] = rb[j::4]
+        scales[g * nb * Q8_ROWS + r:(g + 1) * nb * Q8_ROWS:Q8_ROWS] = array("f", sc)
+    if sys.byteorder == "big":
+        scales.byteswap()
+    return bytes(quants) + scales.tobytes()
+
+
+def encode_tensor(name, t, dtype, shape):
+    if dtype == DTYPE_F16:
+        return encode_f16(name, t)
+    if dtype == DTYPE_Q8:
+        return encode_q8(name, t, shape)
+    return to_float32(t.read(), t.dtype)
 
 
 def pack_fields(fields, size, values):
@@ -1098,7 +1193,7 @@ class HugePageWriter:
         self.pending = bytearray()
 
 
-def write_model(out_path, cfg, pp, tok, picked, source_name, flags):
+def write_model(out_path, cfg, pp, tok, picked, source_name, flags, target=DTYPE_F32):
     """Lay the file out, then stream it to a temporary file beside out_path
     and rename it into place only when everything was written."""
     tok_bytes = pack_tokenizer(tok)
@@ -1114,10 +1209,11 @@ def write_model(out_path, cfg, pp, tok, picked, source_name, flags):
         if len(encoded) >= NAME_FIELD or len(shape) > 4:
             raise ConvertError("tensor %s does not fit the model file's index" % name)
         pos = align(pos, TENSOR_ALIGN)
+        dtype = tensor_dtype(name, target)
         index.append(pack_fields(INDEX_FIELDS, INDEX_ENTRY_BYTES, {
-            "name": encoded, "dtype": DTYPE_F32, "ndim": len(shape), "shape": shape + [0] * (4 - len(shape)),
+            "name": encoded, "dtype": dtype, "ndim": len(shape), "shape": shape + [0] * (4 - len(shape)),
             "offset": pos}))
-        pos += 4 * product(shape)
+        pos += stored_bytes(dtype, shape)
     file_bytes = pos
 
     src = source_name.encode("utf-8", "replace")[:SOURCE_FIELD - 1]
@@ -1147,10 +1243,11 @@ def write_model(out_path, cfg, pp, tok, picked, source_name, flags):
             for (name, shape, t), entry in zip(picked, index):
                 offset = struct.unpack_from("<Q", entry, field_offset(INDEX_FIELDS, "offset"))[0]
                 f.write(bytes(offset - f.tell()))
-                data = to_float32(t.read(), t.dtype)
-                if len(data) != 4 * product(shape):
+                dtype = tensor_dtype(name, target)
+                data = encode_tensor(name, t, dtype, shape)
+                if len(data) != stored_bytes(dtype, shape):
                     raise ConvertError("tensor %s has %d bytes of data, expected %d"
-                                       % (name, len(data), 4 * product(shape)))
+                                       % (name, len(data), stored_bytes(dtype, shape)))
                 f.write(data)
             f.finish()
             if f.tell() != file_bytes:
@@ -1401,6 +1498,9 @@ def parse_args(argv):
                    help="a Hugging Face CLIPModel folder, or a hub id such as openai/clip-vit-base-patch32")
     p.add_argument("-o", "--output", metavar="MODEL.bin", help="the model file to write (required)")
     p.add_argument("--synthetic", metavar="ARCH", help="write random weights for ARCH: " + ", ".join(SYNTHETIC))
+    p.add_argument("--dtype", choices=sorted(DTYPE_CHOICES), default="f32",
+                   help="how the weights of matrix products are stored: f32 (default), f16 or q8 "
+                        "(blocks of 32 int8 values with a float32 scale)")
     p.add_argument("--seed", type=int, help="seed for --synthetic (default 0)")
     p.add_argument("--tokenizer", metavar="DIR",
                    help="with --synthetic: take the tokenizer from this folder instead of a byte-level one")
@@ -1426,7 +1526,7 @@ def parse_args(argv):
     return a
 
 
-def convert_folder(folder, name, output):
+def convert_folder(folder, name, output, target=DTYPE_F32):
     """Read a Hugging Face folder and write the model file."""
     cfg = read_model_config(read_json(os.path.join(folder, "config.json")))
     pp_json = read_json(os.path.join(folder, "preprocessor_config.json"), required=False)
@@ -1439,13 +1539,13 @@ def convert_folder(folder, name, output):
     try:
         picked = match_tensors(cfg, read_checkpoint(folder, files))
         tok = read_tokenizer(folder, cfg["text"]["max_position_embeddings"])
-        return write_model(output, cfg, pp, tok, picked, name, 0), len(picked)
+        return write_model(output, cfg, pp, tok, picked, name, 0, target), len(picked)
     finally:
         for f in files:
             f.close()
 
 
-def convert_synthetic(arch, seed, tokenizer_dir, output):
+def convert_synthetic(arch, seed, tokenizer_dir, output, target=DTYPE_F32):
     cfg, pp = synthetic_config(arch)
     if tokenizer_dir:
         if not os.path.isdir(tokenizer_dir):
@@ -1455,7 +1555,7 @@ def convert_synthetic(arch, seed, tokenizer_dir, output):
         tok = synthetic_tokenizer(cfg["text"]["vocab_size"])
     picked = [(n, s, SyntheticTensor(n, s, seed)) for n, s in expected_tensors(cfg)]
     name = "synthetic %s (seed %d)" % (arch, seed)
-    return write_model(output, cfg, pp, tok, picked, name, FLAG_SYNTHETIC), len(picked)
+    return write_model(output, cfg, pp, tok, picked, name, FLAG_SYNTHETIC, target), len(picked)
 
 
 def main(argv):
@@ -1464,7 +1564,7 @@ def main(argv):
     if os.path.isdir(args.output):
         raise ConvertError("-o %s is a folder; give the model file's name" % args.output)
     if args.synthetic:
-        size, n = convert_synthetic(args.synthetic, args.seed, args.tokenizer, args.output)
+        size, n = convert_synthetic(args.synthetic, args.seed, args.tokenizer, args.output, DTYPE_CHOICES[args.dtype])
     else:
         src = args.source
         if os.path.isdir(src):
@@ -1476,7 +1576,7 @@ def main(argv):
         else:
             raise ConvertError("the folder %s does not exist (and it is not a hub id like "
                                "openai/clip-vit-base-patch32)" % src)
-        size, n = convert_folder(folder, name, args.output)
+        size, n = convert_folder(folder, name, args.output, DTYPE_CHOICES[args.dtype])
     print("convert.py: wrote %s (%s, %d tensors) in %.1f s" % (args.output, human(size), n, time.time() - start))
 
 

@@ -623,7 +623,16 @@ static int cmd_info(const options *o)
     if (c->synthetic)
         printf("weights:      SYNTHETIC (pseudo-random, made by convert.py --synthetic): for benchmarks and tests only,\n"
                "              its embeddings mean nothing\n");
-    printf("file size:    %zu bytes\n", clip_file_size(m));
+    printf("file size:    %zu bytes (%.1f MB)\n", clip_file_size(m), clip_file_size(m) / 1048576.0);
+    printf("dtypes:      ");
+    for (int d = CLIP_DTYPE_F32, first = 1; d <= CLIP_DTYPE_Q8; d++) {
+        const char *names[3] = {"float32", "float16", "q8"};
+        size_t values, bytes = clip_dtype_bytes(m, d, &values);
+        if (!values) continue;
+        printf("%s %s %.1f M values in %.1f MB", first ? "" : ",", names[d], values / 1e6, bytes / 1048576.0);
+        first = 0;
+    }
+    printf("\n");
     printf("build:        %s\n", clip_build_info());
     printf("vision:       ViT, patch %d, image %d, hidden %d, %d heads, %d layers, mlp %d, %s, eps %g\n",
            c->patch, c->image_size, c->vision.hidden, c->vision.heads, c->vision.layers, c->vision.intermediate,

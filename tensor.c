@@ -22,11 +22,20 @@
  */
 #include "clip.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+/* The reference build's promise (the same bits on every machine) needs every
+ * float and double operation rounded once, to its own type: i386's x87
+ * keeps extended precision (FLT_EVAL_METHOD 2). make REFERENCE=1 adds
+ * -msse2 -mfpmath=sse there. */
+#if defined(CLIP_REFERENCE) && defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "a reference build needs FLT_EVAL_METHOD 0 (on i386: -msse2 -mfpmath=sse)"
 #endif
 
 void clip_set_threads(int n)
@@ -64,7 +73,7 @@ const char *clip_build_info(void)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The transcendentals: every exp and erf of both parts goes through these   */
+/* The transcendentals: every exp, and the reference kernels' erf           */
 /* ------------------------------------------------------------------------ */
 /* exp in double, written out so that compilers vectorize it (libm's exp is a
  * call per element): z = n ln2 + r with |r| <= ln2/2, e^r by its Taylor
@@ -98,14 +107,199 @@ static inline double tensor_exp(double z)
     return p * s;
 }
 
-/* erf: libm's, the one call to it */
-static inline double tensor_erf(double x)
+#define EXP_LIMIT 700.0        /* |z| for tensor_exp is kept below this (e^700 ~ 1e304) */
+
+/* e^z for the library's other callers (exp(logit_scale)): tensor_exp, so
+ * that it too has the same bits on every machine */
+double clip_exp(double z)
 {
-    return erf(x);
+    return tensor_exp(z < -EXP_LIMIT ? -EXP_LIMIT : z > EXP_LIMIT ? EXP_LIMIT : z);
 }
 
-#define EXP_LIMIT 700.0        /* |z| for tensor_exp is kept below this (e^700 ~ 1e304) */
+/* The normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2, for a float x (exact
+ * GELU is x Phi(x)), without libm. With u = x / sqrt 2 and t = u^2 = x^2 / 2
+ * (exact in double: x has 24 bits, so e^-t carries only tensor_exp's
+ * rounding):
+ *   |u| < 2:  erf(u) = 2/sqrt(pi) e^-t u sum_{n>=0} (2t)^n / (1 3 5 ... (2n+1))
+ *                    = sqrt(2/pi) x e^-t sum_n x^(2n) / (1 3 5 ... (2n+1)),
+ *             positive terms (no cancellation), summed n = 0, 1, ... until a
+ *             term no longer changes the sum;
+ *   |u| >= 2: erfc(|u|) = e^-t / sqrt(pi) / (u + (1/2) / (u + 1 / (u + (3/2) / (u + ...)))),
+ *             Laplace's continued fraction, 64 levels evaluated from the
+ *             bottom up (converged to double for u >= 2); Phi is then
+ *             1 - erfc/2 or erfc/2, so that a large negative x keeps its
+ *             tiny Phi instead of cancelling 1 + erf to zero.
+ * Beyond t = 700 Phi is 0 or 1 (e^-700 / x underflows any product with a
+ * float); NaN stays NaN. Only IEEE double additions, multiplications and
+ * divisions, in one order: the same bits on every machine. */
+#define CF_LEVELS 64
+static inline double tensor_normal_cdf(float xf)
+{
+    double x = xf, x2 = x * x, t = 0.5 * x2, u, f, erfc;
+    if (x != x) return x;
+    if (x2 < 8.0) {
+        double term = 1.0, sum = 1.0;
+        for (int n = 1; term > sum * 0x1p-60; n++) {       /* at most 42 terms for x^2 < 8 */
+            term = term * x2 / (2 * n + 1);
+            sum += term;
+        }
+        return 0.5 * (1.0 + 0.79788456080286535588 * x * tensor_exp(-t) * sum);
+    }
+    if (t > EXP_LIMIT) return x > 0 ? 1.0 : 0.0;
+    u = (x > 0 ? x : -x) * 0.70710678118654752440;
+    f = u;
+    for (int k = CF_LEVELS; k >= 1; k--) f = u + (0.5 * k) / f;
+    erfc = tensor_exp(-t) * 0.56418958354775628695 / f;      /* 1 / sqrt(pi) */
+    return x > 0 ? 1.0 - 0.5 * erfc : 0.5 * erfc;
+}
+
 #define SIGMOID_LIMIT 400.0    /* beyond |x| = 400, float(sigmoid(1.702 x)) is exactly 0 or 1 */
+
+/* ------------------------------------------------------------------------ */
+/* Weights in float16 and in 8-bit blocks (README, "The model file")         */
+/* ------------------------------------------------------------------------ */
+/* A weight [out, in] is float32 or float16 (row-major, as PyTorch has it), or
+ * q8: blocks of Q8_BLOCK = 32 int8 values along `in`, one float32 scale per
+ * block, the value being q * scale. For the vector units the q8 rows come in
+ * groups of Q8_ROWS = 16, and a group keeps 4 consecutive values of each of
+ * its 16 rows together: one 64-byte vector holds values k..k+3 of rows
+ * o..o+15, the shape of a 4-way int8 dot product per lane (VNNI, NEON's
+ * sdot). `in` is padded with zeros to a multiple of 32 and `out` to one of
+ * 16 (in32, out16):
+ *
+ *   quants: out16 / 16 groups of [in32 / 4][16][4] int8      (out16 * in32 bytes)
+ *   scales: out16 / 16 groups of [in32 / 32][16] float32     (after the quants)
+ *
+ * so value (o, k) is quants[(o/16) 16 in32 + (k/4) 64 + (o%16) 4 + k%4] and
+ * its scale scales[((o/16) (in32/32) + k/32) 16 + o%16]. The matrix products
+ * on q8 weights quantize the activations the same way (clip_quantize_rows),
+ * so that each block is one exact int32 sum of 32 int8 products. */
+#define Q8_BLOCK 32
+#define Q8_ROWS 16
+#define Q8_QUADS (Q8_BLOCK / 4)   /* 4-value steps per block */
+
+static size_t pad_to(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+size_t clip_weight_bytes(int dtype, int out, int in)
+{
+    if (out < 0 || in < 0) return 0;
+    switch (dtype) {
+    case CLIP_DTYPE_F32: return (size_t)out * in * 4;
+    case CLIP_DTYPE_F16: return (size_t)out * in * 2;
+    case CLIP_DTYPE_Q8: return pad_to((size_t)out, Q8_ROWS) * pad_to((size_t)in, Q8_BLOCK) / Q8_BLOCK * (Q8_BLOCK + 4);
+    default: return 0;
+    }
+}
+
+/* IEEE float16 -> float32, exactly: the 15 bits below the sign moved up 13
+ * bits are the float32 of value * 2^-112 (subnormal halves included), which
+ * one multiplication by 2^112 rebiases; infinities and NaNs are set apart. */
+static inline float f16_to_f32(uint16_t h)
+{
+    uint32_t mag = (uint32_t)(h & 0x7fffu) << 13, u;
+    float f;
+    memcpy(&f, &mag, sizeof f);
+    f *= 0x1p112f;
+    memcpy(&u, &f, sizeof u);
+    if ((h & 0x7c00u) == 0x7c00u) u = 0x7f800000u | mag;
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* where the q8 value (o, k) and its scale lie */
+static inline size_t q8_at(int o, int k, int in32)
+{
+    return (size_t)(o / Q8_ROWS) * Q8_ROWS * in32 + (size_t)(k / 4) * (4 * Q8_ROWS) + (size_t)(o % Q8_ROWS) * 4 + k % 4;
+}
+static inline const float *q8_scales(const void *w, int out, int in32)
+{
+    return (const float *)(const void *)((const int8_t *)w + pad_to((size_t)out, Q8_ROWS) * in32);
+}
+static inline size_t q8_scale_at(int o, int blk, int in32)
+{
+    return ((size_t)(o / Q8_ROWS) * (in32 / Q8_BLOCK) + blk) * Q8_ROWS + o % Q8_ROWS;
+}
+
+/* dst[in] = row `row` of w [out, in] in float32 (a token embedding's row):
+ * exact, since float16 and q * scale (a float product of an int8) are */
+void clip_weight_row(float *dst, const clip_weight *w, int row, int in, int out)
+{
+    if (w->dtype == CLIP_DTYPE_F16) {
+        const uint16_t *h = (const uint16_t *)w->data + (size_t)row * in;
+        for (int k = 0; k < in; k++) dst[k] = f16_to_f32(h[k]);
+    } else if (w->dtype == CLIP_DTYPE_Q8) {
+        int in32 = (int)pad_to((size_t)in, Q8_BLOCK);
+        const int8_t *q = w->data;
+        const float *s = q8_scales(w->data, out, in32);
+        for (int k = 0; k < in; k++) dst[k] = q[q8_at(row, k, in32)] * s[q8_scale_at(row, k / Q8_BLOCK, in32)];
+    } else {
+        memcpy(dst, (const float *)w->data + (size_t)row * in, (size_t)in * sizeof(float));
+    }
+}
+
+/* The activations a q8 product reads, quantized per block of 32 as the
+ * weights are: for row i and block b, with amax the largest |x| in it,
+ *   scale = amax / 127,  q = round-to-even(x * (127 / amax))   (all 0 if amax is 0)
+ * both in float32, and asum = the sum of the block's q (which the VNNI
+ * kernel needs). The rows are in32 bytes apart (zeros past `in`); the
+ * scales and sums in32 / 32 apart. Every build computes these identically. */
+typedef struct {
+    int8_t *q;       /* [n, in32] */
+    float *scale;    /* [n, in32 / 32] */
+    int32_t *sum;    /* [n, in32 / 32] */
+} q8_rows;
+
+static size_t q8_rows_floats(int n, int in)
+{
+    size_t in32 = pad_to((size_t)(in > 0 ? in : 0), Q8_BLOCK);
+    return (size_t)(n > 0 ? n : 0) * (in32 / 4 + 2 * in32 / Q8_BLOCK);
+}
+
+static q8_rows q8_rows_in(float *scratch, int n, int in)
+{
+    q8_rows r;
+    size_t in32 = pad_to((size_t)in, Q8_BLOCK);
+    r.q = (int8_t *)(void *)scratch;
+    r.scale = scratch + (size_t)n * in32 / 4;
+    r.sum = (int32_t *)(void *)(r.scale + (size_t)n * in32 / Q8_BLOCK);
+    return r;
+}
+
+static void clip_quantize_rows(const q8_rows *r, const float *x, int n, int in)
+{
+    int in32 = (int)pad_to((size_t)in, Q8_BLOCK), nb = in32 / Q8_BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)n * in >= 262144.0)
+#endif
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            float v[Q8_BLOCK], amax = 0.0f, inv;
+            int8_t *q = r->q + (size_t)i * in32 + b * Q8_BLOCK;
+            int32_t sum = 0;
+            for (int t = 0; t < Q8_BLOCK; t++) {
+                int k = b * Q8_BLOCK + t;
+                v[t] = k < in ? x[(size_t)i * in + k] : 0.0f;
+                amax = fabsf(v[t]) > amax ? fabsf(v[t]) : amax;
+            }
+            inv = amax > 0.0f && amax <= FLT_MAX ? 127.0f / amax : 0.0f;
+            for (int t = 0; t < Q8_BLOCK; t++) {
+                float p = v[t] * inv;   /* in [-127, 127] but for NaN, which becomes 0 */
+                p = p > 127.0f ? 127.0f : p < -127.0f ? -127.0f : p == p ? p : 0.0f;
+                q[t] = (int8_t)nearbyintf(p);
+                sum += q[t];
+            }
+            r->scale[(size_t)i * nb + b] = amax / 127.0f;
+            r->sum[(size_t)i * nb + b] = sum;
+        }
+}
+
+/* what a product whose working memory could not be allocated leaves in y:
+ * NaN, which no real result is (the library's kernels return nothing) */
+static void linear_failed(float *y, int n, int out)
+{
+    for (size_t i = 0; i < (size_t)n * out; i++) y[i] = NAN;
+}
 
 /* ======================================================================== */
 /* Part 1: reference kernels                                                 */
@@ -240,23 +434,85 @@ void clip_ref_quick_gelu(float *x, size_t n)
     }
 }
 
-/* ACT2FN["gelu"], the exact one: 0.5 x (1 + erf(x / sqrt 2)) */
+/* ACT2FN["gelu"], the exact one: 0.5 x (1 + erf(x / sqrt 2)) = x Phi(x) */
 void clip_ref_gelu(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + tensor_erf(x[i] * 0.70710678118654752440)));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] * tensor_normal_cdf(x[i]));
+}
+
+/* nn.Linear on a float16 weight: clip_ref_linear's sums, each w[o][k]
+ * widened to float32 first (exactly) */
+static void ref_linear_f16(float *y, const float *x, const uint16_t *w, const float *b, int n, int in, int out)
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)n * in * out >= REF_PARALLEL_MIN)
+#endif
+    for (int o = 0; o < out; o++) {
+        const uint16_t *wo = w + (size_t)o * in;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * in;
+            double s = 0.0;
+            for (int k = 0; k < in; k++) s += (double)xi[k] * f16_to_f32(wo[k]);
+            if (b) s += b[o];
+            y[(size_t)i * out + o] = (float)s;
+        }
+    }
+}
+
+/* nn.Linear on a q8 weight, the activations quantized (xq, clip_quantize_rows):
+ *   y[i, o] = sum over blocks b of (sum over the block's k of xq[i,k] wq[o,k]) * xscale[i,b] * wscale[o,b]  + bias[o]
+ * Each block's sum is exact in int32 (32 products of at most 127^2); the
+ * blocks are added in order in double, each times the product of its two
+ * scales (exact in double), then rounded to float once. */
+static void ref_linear_q8(float *y, const q8_rows *xq, const void *w, const float *b, int n, int in, int out)
+{
+    int in32 = (int)pad_to((size_t)in, Q8_BLOCK), nb = in32 / Q8_BLOCK;
+    const int8_t *wq = w;
+    const float *ws = q8_scales(w, out, in32);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)n * in * out >= REF_PARALLEL_MIN)
+#endif
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < n; i++) {
+            const int8_t *xi = xq->q + (size_t)i * in32;
+            double s = 0.0;
+            for (int blk = 0; blk < nb; blk++) {
+                int32_t dot = 0;
+                for (int k = blk * Q8_BLOCK; k < (blk + 1) * Q8_BLOCK; k++) dot += xi[k] * wq[q8_at(o, k, in32)];
+                s += dot * ((double)xq->scale[(size_t)i * nb + blk] * ws[q8_scale_at(o, blk, in32)]);
+            }
+            if (b) s += b[o];
+            y[(size_t)i * out + o] = (float)s;
+        }
+}
+
+/* y = x w^T + b for a weight of any dtype; scratch: clip_linear_scratch(n, in)
+ * floats (the quantized activations of a q8 product), or NULL to allocate */
+void clip_ref_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
+                            float *scratch)
+{
+    if (w->dtype == CLIP_DTYPE_F16) ref_linear_f16(y, x, w->data, b, n, in, out);
+    else if (w->dtype == CLIP_DTYPE_Q8) {
+        float *own = scratch ? NULL : malloc(q8_rows_floats(n, in) * sizeof(float) + 1);
+        q8_rows xq;
+        if (!scratch && !own) { linear_failed(y, n, out); return; }
+        xq = q8_rows_in(scratch ? scratch : own, n, in);
+        clip_quantize_rows(&xq, x, n, in);
+        ref_linear_q8(y, &xq, w->data, b, n, in, out);
+        free(own);
+    } else clip_ref_linear(y, x, w->data, b, n, in, out);
 }
 
 /* In a reference build every public kernel below is its reference. */
 #ifdef CLIP_REFERENCE
 
-size_t clip_linear_scratch(int n, int in) { (void)n; (void)in; return 0; }
+size_t clip_linear_scratch(int n, int in) { return q8_rows_floats(n, in); }
 size_t clip_attention_scratch(int n, int heads, int head_dim) { (void)head_dim; return n > 0 && heads > 0 ? (size_t)heads * n : 0; }
 
 void clip_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
                         float *scratch)
 {
-    (void)scratch;
-    clip_ref_linear(y, x, (const float *)w->data, b, n, in, out);   /* CLIP_DTYPE_F32, the only dtype so far */
+    clip_ref_linear_weight(y, x, w, b, n, in, out, scratch);
 }
 
 void clip_linear3_weight(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
@@ -605,12 +861,13 @@ static void gemm_dots(const gemm_cols *W, const float *A, int lda, int m, int k)
 }
 
 /* The copy of A for m rows of k: one pass's rows (at most MC) padded to a
- * multiple of VL; nothing for dot products (m < 16). */
+ * multiple of VL (nothing for dot products, m < 16); or, for a q8 weight, the
+ * quantized rows, whichever is larger. */
 size_t clip_linear_scratch(int n, int in)
 {
     int rows = n < MC ? n : MC;
-    if (n < 16 || in <= 0) return 0;
-    return (size_t)((rows + VL - 1) / VL * VL) * (size_t)in;
+    size_t pack = n < 16 || in <= 0 ? 0 : (size_t)((rows + VL - 1) / VL * VL) * (size_t)in, q8 = q8_rows_floats(n, in);
+    return pack > q8 ? pack : q8;
 }
 
 /* pa: clip_linear_scratch(m, k) floats, or NULL to allocate them here
@@ -647,23 +904,299 @@ static void gemm_nt(const gemm_cols *W, const float *A, int lda, int m, int k, f
     free(own);
 }
 
-/* A weight becomes the kernels' argument here: float32, the only dtype so
- * far, is the matrix itself (float16 and int8 blocks will get kernels of
- * their own, chosen by w->dtype). */
+/* ------------------------------------------------------------------------ */
+/* float16 weights: ref_linear_f16's sums                                    */
+/* ------------------------------------------------------------------------ */
+/* Threads take blocks of DOT_ROWS rows of the weight; each block is widened
+ * to float32 F16_CHUNK values at a time into a buffer on the stack, and
+ * every row of x takes its dot products with the buffer while it is in L1
+ * (gemm_dot_1x8). The sums are the dot kernel's, chunk by chunk. */
+#define F16_CHUNK 256
+
+static void linear_f16(float *y, const float *x, const uint16_t *w, const float *b, int n, int in, int out)
+{
+    int blocks = (out + DOT_ROWS - 1) / DOT_ROWS;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 2) if ((double)n * in * out > GEMM_PARALLEL_MIN)
+#endif
+    for (int jb = 0; jb < blocks; jb++) {
+        int j0 = jb * DOT_ROWS, nb = out - j0 < DOT_ROWS ? out - j0 : DOT_ROWS;
+        float buf[DOT_ROWS][F16_CHUNK], part[DOT_ROWS];
+        const float *rows[DOT_ROWS];
+        for (int r = 0; r < DOT_ROWS; r++) rows[r] = buf[r < nb ? r : 0];
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < nb; r++) y[(size_t)i * out + j0 + r] = b ? b[j0 + r] : 0.0f;
+        for (int k0 = 0; k0 < in; k0 += F16_CHUNK) {
+            int len = in - k0 < F16_CHUNK ? in - k0 : F16_CHUNK;
+            for (int r = 0; r < nb; r++) {
+                const uint16_t *h = w + (size_t)(j0 + r) * in + k0;
+                for (int t = 0; t < len; t++) buf[r][t] = f16_to_f32(h[t]);
+            }
+            for (int i = 0; i < n; i++) {
+                gemm_dot_1x8(part, x + (size_t)i * in + k0, rows, len);
+                for (int r = 0; r < nb; r++) y[(size_t)i * out + j0 + r] += part[r];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* q8 weights: ref_linear_q8's sums                                          */
+/* ------------------------------------------------------------------------ */
+/* A tile is QR rows of x against one group of 16 rows of the weight: per
+ * block, the 16 x QR int32 sums of 32 int8 products (one vector of 16 lanes
+ * per row of x on AVX-512, two on AVX2, four on NEON and WebAssembly), then
+ * each converted to float and added times its two scales into a float sum
+ * per output. The int32 sums are exact, as the reference's; the float sums
+ * run over the blocks in order, in float instead of double. Threads take
+ * groups of 16 outputs, each group's weight stays in cache while every tile
+ * of x passes over it. */
+#define QR 4   /* rows of x per tile */
+
+/* isum[r][l] = sum over the block's 32 k of xq[r][k] * wq[l][k] for r < QR, l < 16;
+ * wq: the block's 512 bytes, [8 quads][16 rows][4]; xq[r]: the block's 32 values */
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define Q8_KERNEL "AVX-512 VNNI"
+/* vpdpbusd multiplies unsigned by signed bytes: the weight's bytes, their top
+ * bit flipped, are w + 128 as unsigned, and the xq bytes (signed) come
+ * broadcast 4 at a time, so that lane l sums (w + 128) x; 128 times the
+ * block's sum of x (asum) comes off at the start. */
+static void q8_tile(float acc[QR][Q8_ROWS], const int8_t *const xq[QR], const float *const xs[QR],
+                    const int32_t *const xsum[QR], const int8_t *wq, const float *ws, int nb)
+{
+    __m512 f[QR];
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int r = 0; r < QR; r++) f[r] = _mm512_loadu_ps(acc[r]);
+    for (int blk = 0; blk < nb; blk++) {
+        __m512i s[QR];
+        __m512 sw = _mm512_loadu_ps(ws + (size_t)blk * Q8_ROWS);
+        for (int r = 0; r < QR; r++) s[r] = _mm512_set1_epi32(-128 * xsum[r][blk]);
+        for (int q = 0; q < Q8_QUADS; q++) {
+            __m512i wv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wq + ((size_t)blk * Q8_QUADS + q) * 64)), flip);
+            for (int r = 0; r < QR; r++) {
+                int32_t a4;
+                memcpy(&a4, xq[r] + (size_t)blk * Q8_BLOCK + 4 * q, 4);
+                s[r] = _mm512_dpbusd_epi32(s[r], wv, _mm512_set1_epi32(a4));
+            }
+        }
+        for (int r = 0; r < QR; r++)
+            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r]), _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk])), f[r]);
+    }
+    for (int r = 0; r < QR; r++) _mm512_storeu_ps(acc[r], f[r]);
+}
+#else
+#if defined(__AVX2__)
+#include <immintrin.h>
+#define Q8_KERNEL "AVX2"
+/* vpmaddubsw multiplies unsigned by signed bytes into pairs of int16: |x|
+ * (at most 127) by w with x's sign (at most 127 in size), 2 x 127^2 fitting
+ * an int16; vpmaddwd by ones adds the pairs into int32 lanes, 8 rows per
+ * vector */
+static void q8_block(int32_t isum[QR][Q8_ROWS], const int8_t *const xq[QR], const int8_t *wq)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < QR; r++) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int q = 0; q < Q8_QUADS; q++) {
+            int32_t a4;
+            __m256i a, ua, w0, w1;
+            memcpy(&a4, xq[r] + 4 * q, 4);
+            a = _mm256_set1_epi32(a4);
+            ua = _mm256_abs_epi8(a);
+            w0 = _mm256_loadu_si256((const __m256i *)(const void *)(wq + q * 64));
+            w1 = _mm256_loadu_si256((const __m256i *)(const void *)(wq + q * 64 + 32));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, _mm256_sign_epi8(w0, a)), ones));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, _mm256_sign_epi8(w1, a)), ones));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)isum[r], lo);
+        _mm256_storeu_si256((__m256i *)(void *)(isum[r] + 8), hi);
+    }
+}
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+/* each 16-byte quarter of a quad is 4 values of 4 rows */
+#if defined(__ARM_FEATURE_DOTPROD)
+#define Q8_KERNEL "NEON sdot"
+static void q8_block(int32_t isum[QR][Q8_ROWS], const int8_t *const xq[QR], const int8_t *wq)
+{
+    for (int r = 0; r < QR; r++) {
+        int32x4_t s[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+        for (int q = 0; q < Q8_QUADS; q++) {
+            int32_t a4;
+            int8x16_t a;
+            memcpy(&a4, xq[r] + 4 * q, 4);
+            a = vreinterpretq_s8_s32(vdupq_n_s32(a4));
+            for (int v = 0; v < 4; v++) s[v] = vdotq_s32(s[v], vld1q_s8(wq + q * 64 + 16 * v), a);
+        }
+        for (int v = 0; v < 4; v++) vst1q_s32(isum[r] + 4 * v, s[v]);
+    }
+}
+#else
+#define Q8_KERNEL "NEON"
+/* vmull_s8 makes 8 int16 products (2 rows x 4), vpadalq_s16 adds them in
+ * pairs into int32 lanes (row, half); the halves are added at the end */
+static void q8_block(int32_t isum[QR][Q8_ROWS], const int8_t *const xq[QR], const int8_t *wq)
+{
+    for (int r = 0; r < QR; r++) {
+        int32x4_t lo[4], hi[4];
+        for (int v = 0; v < 4; v++) lo[v] = hi[v] = vdupq_n_s32(0);
+        for (int q = 0; q < Q8_QUADS; q++) {
+            int32_t a4;
+            int8x16_t a;
+            memcpy(&a4, xq[r] + 4 * q, 4);
+            a = vreinterpretq_s8_s32(vdupq_n_s32(a4));
+            for (int v = 0; v < 4; v++) {
+                int8x16_t w = vld1q_s8(wq + q * 64 + 16 * v);
+                lo[v] = vpadalq_s16(lo[v], vmull_s8(vget_low_s8(w), vget_low_s8(a)));
+                hi[v] = vpadalq_s16(hi[v], vmull_high_s8(w, a));
+            }
+        }
+        for (int v = 0; v < 4; v++) vst1q_s32(isum[r] + 4 * v, vpaddq_s32(lo[v], hi[v]));
+    }
+}
+#endif
+#elif defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+#define Q8_KERNEL "WebAssembly SIMD"
+/* i32x4.dot_i16x8_s on the widened bytes adds products in pairs into int32
+ * lanes (row, half); the halves are added at the end */
+static void q8_block(int32_t isum[QR][Q8_ROWS], const int8_t *const xq[QR], const int8_t *wq)
+{
+    for (int r = 0; r < QR; r++) {
+        v128_t lo[4], hi[4];
+        for (int v = 0; v < 4; v++) lo[v] = hi[v] = wasm_i32x4_splat(0);
+        for (int q = 0; q < Q8_QUADS; q++) {
+            int32_t a4;
+            v128_t a;
+            memcpy(&a4, xq[r] + 4 * q, 4);
+            a = wasm_i16x8_extend_low_i8x16(wasm_i32x4_splat(a4));
+            for (int v = 0; v < 4; v++) {
+                v128_t w = wasm_v128_load(wq + q * 64 + 16 * v);
+                lo[v] = wasm_i32x4_add(lo[v], wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w), a));
+                hi[v] = wasm_i32x4_add(hi[v], wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w), a));
+            }
+        }
+        for (int v = 0; v < 4; v++)
+            wasm_v128_store(isum[r] + 4 * v, wasm_i32x4_add(wasm_i32x4_shuffle(lo[v], hi[v], 0, 2, 4, 6),
+                                                            wasm_i32x4_shuffle(lo[v], hi[v], 1, 3, 5, 7)));
+    }
+}
+#else
+#define Q8_KERNEL "portable"
+/* plain loops, 16 lanes of int32 that compilers may vectorize */
+static void q8_block(int32_t isum[QR][Q8_ROWS], const int8_t *const xq[QR], const int8_t *wq)
+{
+    for (int r = 0; r < QR; r++) {
+        int32_t s[Q8_ROWS] = {0};
+        for (int q = 0; q < Q8_QUADS; q++) {
+            const int8_t *a = xq[r] + 4 * q, *w = wq + q * 64;
+            for (int l = 0; l < Q8_ROWS; l++)
+                s[l] += a[0] * w[4 * l] + a[1] * w[4 * l + 1] + a[2] * w[4 * l + 2] + a[3] * w[4 * l + 3];
+        }
+        memcpy(isum[r], s, sizeof s);
+    }
+}
+#endif
+/* the tile from the block sums, the scaling in plain loops */
+static void q8_tile(float acc[QR][Q8_ROWS], const int8_t *const xq[QR], const float *const xs[QR],
+                    const int32_t *const xsum[QR], const int8_t *wq, const float *ws, int nb)
+{
+    (void)xsum;
+    for (int blk = 0; blk < nb; blk++) {
+        int32_t isum[QR][Q8_ROWS];
+        const int8_t *xb[QR];
+        const float *sw = ws + (size_t)blk * Q8_ROWS;
+        for (int r = 0; r < QR; r++) xb[r] = xq[r] + (size_t)blk * Q8_BLOCK;
+        q8_block(isum, xb, wq + (size_t)blk * Q8_QUADS * 64);
+        for (int r = 0; r < QR; r++) {
+            float sx = xs[r][blk];
+            for (int l = 0; l < Q8_ROWS; l++) acc[r][l] += (float)isum[r][l] * (sx * sw[l]);
+        }
+    }
+}
+#endif
+
+/* y[n, out] = xq (quantized x) @ w^T + b for `parts` q8 weights on the same x */
+static void linear_q8(float *const y[3], const q8_rows *xq, const clip_weight *const w[3], const float *const b[3],
+                      int parts, int n, int in, int out)
+{
+    int in32 = (int)pad_to((size_t)in, Q8_BLOCK), nb = in32 / Q8_BLOCK, groups = (out + Q8_ROWS - 1) / Q8_ROWS;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if ((double)n * in * out * parts > GEMM_PARALLEL_MIN)
+#endif
+    for (int job = 0; job < parts * groups; job++) {
+        int p = job / groups, g = job % groups, o0 = g * Q8_ROWS, lanes = out - o0 < Q8_ROWS ? out - o0 : Q8_ROWS;
+        const int8_t *wq = (const int8_t *)w[p]->data + (size_t)g * Q8_ROWS * in32;
+        const float *ws = q8_scales(w[p]->data, out, in32) + (size_t)g * nb * Q8_ROWS;
+        for (int i0 = 0; i0 < n; i0 += QR) {
+            float acc[QR][Q8_ROWS] = {{0}};
+            const int8_t *rq[QR];
+            const float *rs[QR];
+            const int32_t *rsum[QR];
+            for (int r = 0; r < QR; r++) {   /* rows past n repeat row i0; their sums are dropped */
+                int i = i0 + r < n ? i0 + r : i0;
+                rq[r] = xq->q + (size_t)i * in32;
+                rs[r] = xq->scale + (size_t)i * nb;
+                rsum[r] = xq->sum + (size_t)i * nb;
+            }
+            q8_tile(acc, rq, rs, rsum, wq, ws, nb);
+            for (int r = 0; r < QR && i0 + r < n; r++)
+                for (int l = 0; l < lanes; l++)
+                    y[p][(size_t)(i0 + r) * out + o0 + l] = acc[r][l] + (b[p] ? b[p][o0 + l] : 0.0f);
+        }
+    }
+}
+
+/* x quantized once (into scratch, or memory allocated here), then `parts`
+ * q8 products on it */
+static void linear_q8_parts(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
+                            int parts, int n, int in, int out, float *scratch)
+{
+    float *own = scratch ? NULL : malloc(q8_rows_floats(n, in) * sizeof(float) + 1);
+    q8_rows xq;
+    if (!scratch && !own) {
+        for (int p = 0; p < parts; p++) linear_failed(y[p], n, out);
+        return;
+    }
+    xq = q8_rows_in(scratch ? scratch : own, n, in);
+    clip_quantize_rows(&xq, x, n, in);
+    linear_q8(y, &xq, w, b, parts, n, in, out);
+    free(own);
+}
+
+/* A weight becomes the kernels' argument here, by its dtype. */
 void clip_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
                         float *scratch)
 {
-    gemm_cols W = {1, out, in, out, {(const float *)w->data}, {b}, {y}};
-    gemm_nt(&W, x, in, n, in, scratch);
+    if (w->dtype == CLIP_DTYPE_F16) {
+        linear_f16(y, x, w->data, b, n, in, out);
+    } else if (w->dtype == CLIP_DTYPE_Q8) {
+        float *const ys[3] = {y, NULL, NULL};
+        const clip_weight *const ws[3] = {w, NULL, NULL};
+        const float *const bs[3] = {b, NULL, NULL};
+        linear_q8_parts(ys, x, ws, bs, 1, n, in, out, scratch);
+    } else {
+        gemm_cols W = {1, out, in, out, {(const float *)w->data}, {b}, {y}};
+        gemm_nt(&W, x, in, n, in, scratch);
+    }
 }
 
-/* three weights [out, in] on the same x (q_proj, k_proj, v_proj) */
+/* three weights [out, in] on the same x (q_proj, k_proj, v_proj): one copy
+ * of x (float32) or one quantization of it (q8) serves all three */
 void clip_linear3_weight(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
                          int n, int in, int out, float *scratch)
 {
-    gemm_cols W = {3, out, in, out, {(const float *)w[0]->data, (const float *)w[1]->data, (const float *)w[2]->data},
-                   {b[0], b[1], b[2]}, {y[0], y[1], y[2]}};
-    gemm_nt(&W, x, in, n, in, scratch);
+    int dtype = w[0]->dtype;
+    if (w[1]->dtype != dtype || w[2]->dtype != dtype || dtype == CLIP_DTYPE_F16) {
+        for (int p = 0; p < 3; p++) clip_linear_weight(y[p], x, w[p], b[p], n, in, out, scratch);
+    } else if (dtype == CLIP_DTYPE_Q8) {
+        linear_q8_parts(y, x, w, b, 3, n, in, out, scratch);
+    } else {
+        gemm_cols W = {3, out, in, out, {(const float *)w[0]->data, (const float *)w[1]->data, (const float *)w[2]->data},
+                       {b[0], b[1], b[2]}, {y[0], y[1], y[2]}};
+        gemm_nt(&W, x, in, n, in, scratch);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -910,6 +1443,8 @@ void clip_quick_gelu(float *x, size_t n)
     }
 }
 
+/* libm's erf: a call per value, but 8 times faster than tensor_normal_cdf's
+ * series; the fast build promises closeness, not the same bits */
 void clip_gelu(float *x, size_t n)
 {
     size_t blocks = (n + ACT_BLOCK - 1) / ACT_BLOCK;
@@ -919,7 +1454,7 @@ void clip_gelu(float *x, size_t n)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
         for (size_t i = blk * ACT_BLOCK; i < i1; i++)
-            x[i] = (float)(0.5 * x[i] * (1.0 + tensor_erf(x[i] * 0.70710678118654752440)));
+            x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
     }
 }
 

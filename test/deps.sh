@@ -6,7 +6,9 @@
 #   python3-numpy python3-pil   most differential suites (NumPy, Pillow)
 #   libjpeg-turbo-progs         cjpeg/jpegtran: test_jpeg's corpus; libjpeg-dev: its CMYK/YCCK files
 #   clang                       test_jpeg/test_resize compile checks, make test-asan, make fuzz
-#   gcc-multilib qemu-user      32-bit builds (test_jpeg; test/test_builds.sh's m32)
+#   gcc-multilib qemu-user      32-bit builds (test_jpeg; test/test_builds.sh's m32; test_same_bits' i386)
+#   libc6-dev-arm64-cross libgcc-12-dev-arm64-cross binutils-aarch64-linux-gnu
+#                               test_same_bits' aarch64 build (clang --target=aarch64-linux-gnu, qemu-aarch64)
 #   libomp-dev                  clang with OpenMP (test/test_builds.sh)
 #   emscripten node-acorn       test_wasm, test_web
 #   nodejs npm                  the Node side: tokenizer differential, the web page driver
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES="make gcc clang python3 python3-numpy python3-pil unicode-data libjpeg-turbo-progs libjpeg-dev
           qemu-user libomp-dev emscripten node-acorn chromium"
-[ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] && PACKAGES="$PACKAGES gcc-multilib"
+[ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ] &&
+    PACKAGES="$PACKAGES gcc-multilib libc6-dev-arm64-cross libgcc-12-dev-arm64-cross binutils-aarch64-linux-gnu"
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 

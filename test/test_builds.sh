@@ -1,7 +1,7 @@
 #!/bin/sh
 # test/test_builds.sh: build `clip` several ways and run the core test suites against each build.
 #
-#   sh test/test_builds.sh            all builds: gcc clang m32 noomp ref
+#   sh test/test_builds.sh            all builds: gcc clang m32 aarch64 noomp ref
 #   BUILDS="m32" sh test/test_builds.sh
 #   BUILD_SUITES="model cli" sh test/test_builds.sh
 #
@@ -11,17 +11,23 @@
 #   m32    CC=gcc CFLAGS="-O2 -m32" OPENMP=   (32-bit size_t; run through qemu-i386 -R 3G, a 3 GB
 #          guest address space as on 32-bit Linux, where the kernel cannot run i386 programs; the
 #          suites' own drivers are built -m32 too, without sanitizers)
+#   aarch64 CC="clang --target=aarch64-linux-gnu" CFLAGS=-O3 OPENMP=-fopenmp=libgomp (NEON; Debian's
+#          libc6-dev-arm64-cross, libgcc-12-dev-arm64-cross, binutils-aarch64-linux-gnu), run through
+#          qemu-aarch64 -L /usr/aarch64-linux-gnu; the suites' drivers are built the same way
 #   noomp  CC=gcc, the Makefile's CFLAGS, OPENMP=
 #   ref    CC=gcc, make REFERENCE=1: tensor.c's reference kernels, -O2 -ffp-contract=off
 # A compiler warning fails the build. Suites: tensor (test/test_tensor.c built with the same compiler
-# and flags) and test/test_SUITE.py for each of $BUILD_SUITES, with CLIP_BIN set to the build's
+# and flags) and test/test_SUITE.py for each of $BUILD_SUITES (test_quant on the tiny models only,
+# CLIP_QUANT_TINY=1, without its Node part), with CLIP_BIN set to the build's
 # `clip` and CC to its compiler. Logs: build/matrix/NAME/*.log. Slow: `make test` does not run it;
 # .ci/run does (clang, m32, noomp: gcc is make test's own build). A suite that skipped a part
 # (exit 77, e.g. its sanitizer builds under qemu-i386) is reported SKIPPED, not passed.
 cd "$(dirname "$0")/.." || exit 2
 PYTHON=${PYTHON:-/usr/bin/python3}
-BUILDS=${BUILDS:-gcc clang m32 noomp ref}
-SUITES=${BUILD_SUITES:-model tokenizer images cli hostile}
+BUILDS=${BUILDS:-gcc clang m32 aarch64 noomp ref}
+SUITES=${BUILD_SUITES:-model tokenizer images cli hostile quant}
+AARCH64_CC="clang --target=aarch64-linux-gnu"
+AARCH64_RUN="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 MATRIX=build/matrix
 ROOT=$(pwd)
 DEFAULT_CFLAGS=$(printf 'print-cflags:\n\t@echo $(CFLAGS)\n' | make -s -f Makefile -f - print-cflags)
@@ -64,6 +70,25 @@ EOF
     chmod +x "$1"
 }
 
+# aarch64: can clang link for aarch64 (with libgomp), and qemu run it?
+aarch64_runner() {
+    printf 'int main(void) { return 0; }\n' > "$MATRIX/probe.c"
+    command -v clang >/dev/null || { echo "none: clang is missing"; return; }
+    $AARCH64_CC -fopenmp=libgomp "$MATRIX/probe.c" -o "$MATRIX/probe-a64" 2>/dev/null ||
+        { echo "none: clang cannot link for aarch64 (apt-get install libc6-dev-arm64-cross libgcc-12-dev-arm64-cross binutils-aarch64-linux-gnu)"; return; }
+    if command -v qemu-aarch64 >/dev/null && $AARCH64_RUN "$MATRIX/probe-a64"; then echo qemu
+    else echo "none: qemu-aarch64 is missing (apt-get install qemu-user)"
+    fi
+}
+
+# the aarch64 compiler for the drivers the suites compile, as write_m32_cc's: OUT.a64 and a script
+# OUT that runs it through qemu-aarch64
+write_aarch64_cc() {
+    write_m32_cc "$1"
+    sed -i -e "s|gcc -m32|$AARCH64_CC|g" -e "s|qemu-i386 -R 3G|$AARCH64_RUN|" -e 's|\.i386|.a64|g' \
+        -e 's|cc-m32|cc-aarch64|; s|qemu-i386|qemu-aarch64|' "$1"
+}
+
 mkdir -p "$MATRIX"
 for b in $BUILDS; do
     dir=$MATRIX/$b
@@ -71,12 +96,13 @@ for b in $BUILDS; do
         gcc)   cc=gcc   cflags=$DEFAULT_CFLAGS openmp=-fopenmp reference= kernels= ;;
         clang) cc=clang cflags=$DEFAULT_CFLAGS openmp=-fopenmp reference= kernels= ;;
         m32)   cc=gcc   cflags="-O2 -m32"      openmp= reference= kernels= ;;
+        aarch64) cc=$AARCH64_CC cflags=-O3     openmp=-fopenmp=libgomp reference= kernels= ;;
         noomp) cc=gcc   cflags=$DEFAULT_CFLAGS openmp= reference= kernels= ;;
         ref)   cc=gcc   cflags=$REF_CFLAGS     openmp=-fopenmp reference=1 kernels=$REF_KERNELS ;;
-        *) echo "test_builds: unknown build '$b' (gcc, clang, m32, noomp, ref)"; exit 2 ;;
+        *) echo "test_builds: unknown build '$b' (gcc, clang, m32, aarch64, noomp, ref)"; exit 2 ;;
     esac
     echo "=== build $b: CC=$cc CFLAGS=\"$cflags\" OPENMP=$openmp"
-    if ! command -v $cc >/dev/null; then
+    if ! command -v ${cc%% *} >/dev/null; then
         echo "SKIPPED build $b: $cc is not installed"; note "$b: SKIPPED ($cc not installed)"; skipped=$((skipped + 1)); continue
     fi
     rm -rf "$dir" && mkdir -p "$dir"
@@ -87,6 +113,13 @@ for b in $BUILDS; do
             none*) echo "SKIPPED build m32: ${how#none: }"; note "m32: SKIPPED (${how#none: })"; skipped=$((skipped + 1)); continue ;;
             qemu) runner="qemu-i386 -R 3G"; write_m32_cc "$ROOT/$dir/cc-m32"; test_cc=$ROOT/$dir/cc-m32; images_args=--no-asan ;;
         esac
+    fi
+    if [ "$b" = aarch64 ]; then
+        how=$(aarch64_runner)
+        case $how in
+            none*) echo "SKIPPED build aarch64: ${how#none: }"; note "aarch64: SKIPPED (${how#none: })"; skipped=$((skipped + 1)); continue ;;
+        esac
+        runner=$AARCH64_RUN; write_aarch64_cc "$ROOT/$dir/cc-aarch64"; test_cc=$ROOT/$dir/cc-aarch64; images_args=--no-asan
     fi
     cp Makefile ./*.c ./*.h "$dir/" && cp -r decode "$dir/"
     if ! nice make -C "$dir" clip CC="$cc" CFLAGS="$cflags" OPENMP="$openmp" REFERENCE="$reference" > "$dir/build.log" 2>&1; then
@@ -117,7 +150,7 @@ for b in $BUILDS; do
         args=""
         [ "$s" = images ] && args=$images_args
         start=$(date +%s)
-        CLIP_BIN=$clip_bin CC=$test_cc nice "$PYTHON" "test/test_$s.py" $args > "$dir/$s.log" 2>&1
+        CLIP_QUANT_TINY=1 CLIP_QUANT_NODE=0 CLIP_BIN=$clip_bin CC=$test_cc nice "$PYTHON" "test/test_$s.py" $args > "$dir/$s.log" 2>&1
         case $? in
             0)  r=ok passed=$((passed + 1)) ;;
             77) r=SKIPPED skipped=$((skipped + 1)) ;;   # in part: e.g. no sanitizers under qemu-i386

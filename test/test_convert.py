@@ -52,14 +52,14 @@ def convert(*args, env=None, python=None):
 # ---------------------------------------------------------------------------
 
 def parse_model(path):
-    """Parse a model file per the v1 format; raise AssertionError on any layout fault."""
+    """Parse a float32 model file per the v2 format; raise AssertionError on any layout fault."""
     with open(path, "rb") as f:
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     m = {}
     (magic, version, header_bytes, file_bytes, tok_off, tok_bytes, idx_off, n_tensors,
      flags) = struct.unpack_from("<8sIIQQQQII", data, 0)
     assert magic == b"CLIPCMOD", "magic"
-    assert version == 1 and header_bytes == 512, "version/header_bytes"
+    assert version == 2 and header_bytes == 512, "version/header_bytes"
     assert file_bytes == len(data), "file_bytes %d != size %d" % (file_bytes, len(data))
     assert tok_off % 8 == 0 and idx_off % 8 == 0, "section alignment"
     assert tok_off >= 512 and tok_off + tok_bytes <= idx_off, "tokenizer section placement"

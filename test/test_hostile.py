@@ -277,7 +277,7 @@ def model_cases(model):
     forged("empty.bin", [], 0)
     # header
     forged("bad_magic.bin", [(0, "<8s", b"CLIPCMOE")])
-    forged("version_2.bin", [(8, "<I", 2)])
+    forged("version_3.bin", [(8, "<I", 3)])
     forged("header_size_0.bin", [(12, "<I", 0)])
     forged("file_size_huge.bin", [(16, "<Q", 2**64 - 1)])
     # section offsets and counts beyond the file
@@ -326,7 +326,12 @@ def model_cases(model):
     forged("tensor_wrong_shape_huge.bin", [(emb + 104, "<I", 0xFFFFFFFF), (emb + 108, "<I", 0xFFFFFFFF)])
     forged("tensor_ndim_5.bin", [(emb + 100, "<I", 5)])
     forged("tensor_ndim_huge.bin", [(emb + 100, "<I", 0xFFFFFFFF)])
-    forged("tensor_dtype_f16.bin", [(emb + 96, "<I", 1)])
+    forged("tensor_dtype_unknown.bin", [(emb + 96, "<I", 3)])
+    forged("tensor_dtype_huge.bin", [(emb + 96, "<I", 0xFFFFFFFF)])
+    forged("tensor_dtype_f16_in_version_1.bin", [(8, "<I", 1), (emb + 96, "<I", 1)])
+    ln = entries["text_model.final_layer_norm.weight"]
+    forged("tensor_layer_norm_f16.bin", [(ln + 96, "<I", 1)])
+    forged("tensor_layer_norm_q8.bin", [(ln + 96, "<I", 2)])
     forged("tensor_offset_past_end.bin", [(last + 120, "<Q", len(good) + 64)])
     forged("tensor_offset_near_end.bin", [(emb + 120, "<Q", (len(good) - 64) // 64 * 64)])
     forged("tensor_offset_huge.bin", [(emb + 120, "<Q", 2**64 - 64)])

@@ -236,6 +236,136 @@ static void test_softmax(int n, int d)
     free(x); free(x2); free(ref);
 }
 
+/* ------------------------------------------------------------------------ */
+/* float16 and q8 weights (README, "The model file"), packed here from       */
+/* values drawn here, the truths from those values                           */
+/* ------------------------------------------------------------------------ */
+
+/* a float16 with a random sign, exponent in [-6, 0] and mantissa; its value in *v */
+static uint16_t rand_f16(double *v)
+{
+    unsigned e = 9 + (unsigned)((frand() + 1.0f) * 3.5f), m = (unsigned)((frand() + 1.0f) * 511.5f), neg = frand() < 0;
+    *v = (neg ? -1.0 : 1.0) * ldexp(1.0 + m / 1024.0, (int)e - 15);
+    return (uint16_t)(neg << 15 | e << 10 | m);
+}
+
+/* The q8 layout, written from README's table: value (o, k) at
+ * (o/16) 16 in32 + (k/4) 64 + (o%16) 4 + k%4; its scale (float32, after
+ * the out16 x in32 values) at ((o/16) (in32/32) + k/32) 16 + o%16. */
+static uint8_t *pack_q8(const int8_t *q, const float *s, int out, int in)
+{
+    int in32 = (in + 31) / 32 * 32, out16 = (out + 15) / 16 * 16, nb = in32 / 32;
+    uint8_t *w = calloc(1, clip_weight_bytes(CLIP_DTYPE_Q8, out, in));
+    float *scales = (float *)(void *)(w + (size_t)out16 * in32);
+    for (int o = 0; o < out; o++) {
+        for (int k = 0; k < in; k++)
+            w[(size_t)(o / 16) * 16 * in32 + (size_t)(k / 4) * 64 + (o % 16) * 4 + k % 4] = (uint8_t)q[(size_t)o * in + k];
+        for (int b = 0; b < nb; b++) scales[((size_t)(o / 16) * nb + b) * 16 + o % 16] = s[(size_t)o * nb + b];
+    }
+    return w;
+}
+
+/* x quantized as clip_linear_weight's q8 products do (clip.h): per block of
+ * 32, scale max|x| / 127, q = round-to-even(x * (127 / max|x|)) */
+static void quantize_x(const float *x, int n, int in, int8_t *q, float *s)
+{
+    int in32 = (in + 31) / 32 * 32, nb = in32 / 32;
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < nb; b++) {
+            float amax = 0.0f, inv;
+            for (int k = b * 32; k < b * 32 + 32 && k < in; k++) amax = fmaxf(amax, fabsf(x[(size_t)i * in + k]));
+            inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            for (int k = b * 32; k < b * 32 + 32; k++) {
+                float p = k < in ? x[(size_t)i * in + k] * inv : 0.0f;
+                q[(size_t)i * in32 + k] = (int8_t)nearbyintf(p);
+            }
+            s[(size_t)i * nb + b] = amax / 127.0f;
+        }
+}
+
+static void test_linear_dtypes(int n, int in, int out)
+{
+    int in32 = (in + 31) / 32 * 32, nb = in32 / 32;
+    float *x = rand_array((size_t)n * in, 2.0f), *b = rand_array((size_t)out, 1.0f), *y = malloc(sizeof(float) * n * out);
+    float *wq_s = malloc(sizeof(float) * out * nb), *xs = malloc(sizeof(float) * n * nb), *row = malloc(sizeof(float) * in);
+    float *scratch = malloc(sizeof(float) * clip_linear_scratch(n, in));
+    double *truth = malloc(sizeof(double) * n * out), *wv = malloc(sizeof(double) * out * in);
+    uint16_t *w16 = malloc(sizeof(uint16_t) * out * in);
+    int8_t *q = malloc((size_t)out * in), *xq = malloc((size_t)n * in32);
+    uint8_t *w8;
+    char name[80];
+    clip_weight W;
+    int exact = 1;
+
+    /* float16: the truth in double from the values of the halves */
+    for (size_t i = 0; i < (size_t)out * in; i++) w16[i] = rand_f16(&wv[i]);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) {
+            double t = 0.0;
+            for (int k = 0; k < in; k++) t += (double)x[(size_t)i * in + k] * wv[(size_t)o * in + k];
+            truth[(size_t)i * out + o] = t + b[o];
+        }
+    W.dtype = CLIP_DTYPE_F16;
+    W.data = w16;
+    snprintf(name, sizeof name, "linear f16 %dx%dx%d", n, in, out);
+    clip_linear_weight(y, x, &W, b, n, in, out, scratch);
+    check(name, y, truth, (size_t)n * out, 2e-6 * sqrt((double)in));
+    snprintf(name, sizeof name, "ref_linear f16 %dx%dx%d", n, in, out);
+    clip_ref_linear_weight(y, x, &W, b, n, in, out, NULL);
+    check(name, y, truth, (size_t)n * out, 1e-7);
+
+    /* q8: int8 values and scales drawn here; the truth from them and x quantized as clip.h says */
+    for (size_t i = 0; i < (size_t)out * in; i++) q[i] = (int8_t)(frand() * 127.0f);
+    for (size_t i = 0; i < (size_t)out * nb; i++) wq_s[i] = (frand() + 1.5f) * 0.01f;
+    w8 = pack_q8(q, wq_s, out, in);
+    quantize_x(x, n, in, xq, xs);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) {
+            double t = 0.0;
+            for (int blk = 0; blk < nb; blk++) {
+                long dot = 0;
+                for (int k = blk * 32; k < blk * 32 + 32 && k < in; k++) dot += (long)xq[(size_t)i * in32 + k] * q[(size_t)o * in + k];
+                t += dot * ((double)xs[(size_t)i * nb + blk] * wq_s[(size_t)o * nb + blk]);
+            }
+            truth[(size_t)i * out + o] = t + b[o];
+        }
+    W.dtype = CLIP_DTYPE_Q8;
+    W.data = w8;
+    snprintf(name, sizeof name, "linear q8 %dx%dx%d", n, in, out);
+    clip_linear_weight(y, x, &W, b, n, in, out, scratch);
+    check(name, y, truth, (size_t)n * out, 2e-6 * sqrt((double)in));
+    snprintf(name, sizeof name, "ref_linear q8 %dx%dx%d", n, in, out);
+    clip_ref_linear_weight(y, x, &W, b, n, in, out, NULL);
+    check(name, y, truth, (size_t)n * out, 1e-7);
+    {   /* three q8 weights on one x: each as alone */
+        float *y3[3] = {malloc(sizeof(float) * n * out), malloc(sizeof(float) * n * out), malloc(sizeof(float) * n * out)};
+        const clip_weight *w3[3] = {&W, &W, &W};
+        const float *b3[3] = {b, NULL, b};
+        clip_linear3_weight(y3, x, w3, b3, n, in, out, NULL);
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++) truth[(size_t)i * out + o] -= b[o];
+        snprintf(name, sizeof name, "linear3 q8 %dx%dx%d (no bias)", n, in, out);
+        check(name, y3[1], truth, (size_t)n * out, 2e-6 * sqrt((double)in));
+        for (int p = 0; p < 3; p++) free(y3[p]);
+    }
+    /* a row of each dtype, exactly */
+    for (int o = 0; o < out; o++) {
+        clip_weight_row(row, &W, o, in, out);
+        for (int k = 0; k < in; k++) exact &= row[k] == (float)(q[(size_t)o * in + k] * wq_s[(size_t)o * nb + k / 32]);
+        W.dtype = CLIP_DTYPE_F16;
+        W.data = w16;
+        clip_weight_row(row, &W, o, in, out);
+        for (int k = 0; k < in; k++) exact &= row[k] == wv[(size_t)o * in + k];
+        W.dtype = CLIP_DTYPE_Q8;
+        W.data = w8;
+    }
+    if (exact) passed++;
+    else failed++;
+    printf("%s weight rows %dx%d (q8, f16): %s\n", exact ? "ok  " : "FAIL", out, in, exact ? "exact" : "differ");
+    free(x); free(b); free(y); free(wq_s); free(xs); free(row); free(scratch); free(truth); free(wv); free(w16);
+    free(q); free(xq); free(w8);
+}
+
 int main(void)
 {
     test_linear(1, 1, 1, 0);
@@ -280,6 +410,13 @@ int main(void)
     test_attention_query(7, 8, 64);
     test_attention_query(33, 3, 17);
     test_activations();
+    /* float16 and q8: one row, a text, an image's 50 rows; in and out that pad (q8: 32, 16) */
+    test_linear_dtypes(1, 32, 16);
+    test_linear_dtypes(7, 512, 512);
+    test_linear_dtypes(50, 768, 100);
+    test_linear_dtypes(5, 48, 37);
+    test_linear_dtypes(17, 100, 5);
+    test_linear_dtypes(50, 3072, 48);
     printf("kernels: %s\n", clip_build_info());
     printf("tensor: %d passed, %d failed\n", passed, failed);
     return failed != 0;
