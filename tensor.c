@@ -240,8 +240,8 @@ static void quantize_row(const q8_rows *r, const float *x, int i, int in)
         for (int t = 0; t < Q8_BLOCK; t++) {
             /* |p| <= 127 (and a hair); rounded to nearest even: below 2^22, adding 1.5 * 2^23
              * leaves no fraction bits (a loop that vectorizes, where nearbyintf is a call) */
-            float p = v[t] * inv;
-            p = (p + 12582912.0f) - 12582912.0f;
+            float p = v[t] * inv, big = p + 12582912.0f;   /* each stored as a float (x87: rounded) */
+            p = big - 12582912.0f;
             q[t] = (int8_t)p;
             sum += q[t];
         }
