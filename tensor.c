@@ -266,32 +266,43 @@ static q8_rows q8_rows_in(float *scratch, int n, int in)
     return r;
 }
 
-static void clip_quantize_rows(const q8_rows *r, const float *x, int n, int in)
+/* row i of x (in values) into r; the largest |x| as the largest of the bit
+ * patterns below the sign (an integer maximum, which vectorizes; a NaN's
+ * pattern is above every number's) */
+static void quantize_row(const q8_rows *r, const float *x, int i, int in)
 {
     int in32 = (int)pad_to((size_t)in, Q8_BLOCK), nb = in32 / Q8_BLOCK;
+    for (int b = 0; b < nb; b++) {
+        float v[Q8_BLOCK], amax, inv;
+        uint32_t bits[Q8_BLOCK], top = 0;
+        int8_t *q = r->q + (size_t)i * in32 + b * Q8_BLOCK;
+        int32_t sum = 0, have = in - b * Q8_BLOCK < Q8_BLOCK ? in - b * Q8_BLOCK : Q8_BLOCK;
+        memset(v, 0, sizeof v);
+        memcpy(v, x + (size_t)i * in + b * Q8_BLOCK, (size_t)have * sizeof(float));
+        memcpy(bits, v, sizeof v);
+        for (int t = 0; t < Q8_BLOCK; t++) top = (bits[t] & 0x7fffffffu) > top ? bits[t] & 0x7fffffffu : top;
+        memcpy(&amax, &top, sizeof amax);
+        inv = top > 0 && top < 0x7f800000u ? 127.0f / amax : 0.0f;
+        if (top >= 0x7f800000u) memset(v, 0, sizeof v);   /* inf or NaN: q 0, the scale inf or NaN */
+        for (int t = 0; t < Q8_BLOCK; t++) {
+            /* |p| <= 127 (and a hair); rounded to nearest even: below 2^22, adding 1.5 * 2^23
+             * leaves no fraction bits (a loop that vectorizes, where nearbyintf is a call) */
+            float p = v[t] * inv, big = p + 12582912.0f;   /* each stored as a float (x87: rounded) */
+            p = big - 12582912.0f;
+            q[t] = (int8_t)p;
+            sum += q[t];
+        }
+        r->scale[(size_t)i * nb + b] = amax / 127.0f;
+        r->sum[(size_t)i * nb + b] = sum;
+    }
+}
+
+static void clip_quantize_rows(const q8_rows *r, const float *x, int n, int in)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if ((double)n * in >= 262144.0)
 #endif
-    for (int i = 0; i < n; i++)
-        for (int b = 0; b < nb; b++) {
-            float v[Q8_BLOCK], amax = 0.0f, inv;
-            int8_t *q = r->q + (size_t)i * in32 + b * Q8_BLOCK;
-            int32_t sum = 0;
-            for (int t = 0; t < Q8_BLOCK; t++) {
-                int k = b * Q8_BLOCK + t;
-                v[t] = k < in ? x[(size_t)i * in + k] : 0.0f;
-                amax = fabsf(v[t]) > amax ? fabsf(v[t]) : amax;
-            }
-            inv = amax > 0.0f && amax <= FLT_MAX ? 127.0f / amax : 0.0f;
-            for (int t = 0; t < Q8_BLOCK; t++) {
-                float p = v[t] * inv;   /* in [-127, 127] but for NaN, which becomes 0 */
-                p = p > 127.0f ? 127.0f : p < -127.0f ? -127.0f : p == p ? p : 0.0f;
-                q[t] = (int8_t)nearbyintf(p);
-                sum += q[t];
-            }
-            r->scale[(size_t)i * nb + b] = amax / 127.0f;
-            r->sum[(size_t)i * nb + b] = sum;
-        }
+    for (int i = 0; i < n; i++) quantize_row(r, x, i, in);
 }
 
 /* what a product whose working memory could not be allocated leaves in y:
@@ -969,19 +980,23 @@ static void q8_tile(float acc[QR][Q8_ROWS], const int8_t *const xq[QR], const fl
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int r = 0; r < QR; r++) f[r] = _mm512_loadu_ps(acc[r]);
     for (int blk = 0; blk < nb; blk++) {
-        __m512i s[QR];
+        __m512i s[2][QR];   /* even and odd quads apart: 2 QR independent chains of vpdpbusd */
         __m512 sw = _mm512_loadu_ps(ws + (size_t)blk * Q8_ROWS);
-        for (int r = 0; r < QR; r++) s[r] = _mm512_set1_epi32(-128 * xsum[r][blk]);
+        for (int r = 0; r < QR; r++) {
+            s[0][r] = _mm512_set1_epi32(-128 * xsum[r][blk]);
+            s[1][r] = _mm512_setzero_si512();
+        }
         for (int q = 0; q < Q8_QUADS; q++) {
             __m512i wv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wq + ((size_t)blk * Q8_QUADS + q) * 64)), flip);
             for (int r = 0; r < QR; r++) {
                 int32_t a4;
                 memcpy(&a4, xq[r] + (size_t)blk * Q8_BLOCK + 4 * q, 4);
-                s[r] = _mm512_dpbusd_epi32(s[r], wv, _mm512_set1_epi32(a4));
+                s[q & 1][r] = _mm512_dpbusd_epi32(s[q & 1][r], wv, _mm512_set1_epi32(a4));
             }
         }
         for (int r = 0; r < QR; r++)
-            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r]), _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk])), f[r]);
+            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0][r], s[1][r])),
+                                   _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk])), f[r]);
     }
     for (int r = 0; r < QR; r++) _mm512_storeu_ps(acc[r], f[r]);
 }
