@@ -1,4 +1,5 @@
-# clip.c - make builds everything a user needs: the `clip` command and libclip.a
+# clip.c - make builds everything a user needs: the `clip` command, libclip.a and the shared
+# libclip.so (libclip.dylib on macOS) that python/clipc.py loads
 #
 # make REFERENCE=1 builds everything (clip, libclip.a, wasm, the kernels' test) on tensor.c's
 # reference kernels instead of the fast ones (-DCLIP_REFERENCE), with portable flags: no
@@ -19,12 +20,20 @@ WASMFLAGS ?= -O3 -msimd128
 KERNELS  =
 endif
 WARN     = -std=c99 -Wall -Wextra -pedantic
-LIBSRC   = clip.c tokenizer.c image.c tensor.c
-HEADERS  = clip.h unicode_tables.h
+# The library's sources (README, "Code layout"); the tests read these lists: make -s print-IMAGE_SRC
+TOKENIZER_SRC = tokenizer.c
+IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c decode/ppm.c decode/png_write.c
+MODEL_SRC     = clip.c tensor.c
+LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
+HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
+CLISRC   = main.c search.c
 BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
 WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
+PIC     ?= -fPIC -fno-semantic-interposition
+LIBOBJ   = $(LIBSRC:%.c=build/lib/%.o)
+SHLIB   := libclip.$(if $(filter Darwin,$(shell uname -s)),dylib,so)
 
-all: clip libclip.a
+all: clip libclip.a $(SHLIB)
 
 # build/flags and build/wasm-flags hold the flags the last build used; they change (and so
 # rebuild their targets) only when the flags do
@@ -34,13 +43,20 @@ build/flags build/wasm-flags: FORCE
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 FORCE:
 
-clip: main.c $(LIBSRC) $(HEADERS) build/flags
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ main.c $(LIBSRC) -lm
+clip: $(CLISRC) $(LIBSRC) $(HEADERS) build/flags
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ $(CLISRC) $(LIBSRC) -lm
 
-libclip.a: $(LIBSRC) $(HEADERS) build/flags
-	rm -rf build/lib && mkdir -p build/lib
-	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -I../.. -c $(addprefix ../../,$(LIBSRC))
-	$(AR) rcs $@ build/lib/*.o
+# the library's objects, position-independent so that both libraries share them (no
+# interposition: the code inlines as the command's does, so both give the same floats)
+build/lib/%.o: %.c $(HEADERS) build/flags
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) $(PIC) -I. -c -o $@ $<
+
+libclip.a: $(LIBOBJ)
+	rm -f $@ && $(AR) rcs $@ $(LIBOBJ)
+
+$(SHLIB): $(LIBOBJ)
+	$(CC) $(CFLAGS) $(OPENMP) -shared -o $@ $(LIBOBJ) -lm
 
 # experiment 1 on the demo photo with openai/clip-vit-base-patch32 (fetched once into models/)
 DEMO_MODEL = models/clip-vit-base-patch32.bin
@@ -55,49 +71,58 @@ demo: clip
 # library module web/index.html loads (createClip(), the functions of web/clip_web.c).
 WASM_EXPORTS = _malloc,_free,_web_load_file,_web_load_memory,_web_alloc,_web_unload,_web_error,_web_dim,_web_image_size,_web_logit_scale,_web_embed_image,_web_embed_text,_web_match
 wasm: build/wasm/clip.js web/clip.js
-build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS) build/wasm-flags
+build/wasm/clip.js: $(CLISRC) $(LIBSRC) $(HEADERS) build/wasm-flags
 	mkdir -p build/wasm
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
-	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
+	    -sEXIT_RUNTIME=1 -o $@ $(CLISRC) $(LIBSRC) -lm
 web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
 	    -sEXPORTED_RUNTIME_METHODS=FS,UTF8ToString,stringToUTF8,lengthBytesUTF8 -o $@ web/clip_web.c $(LIBSRC) -lm
 
-# CLIP_KERNELS: the kernel flags, for the tests that compile tensor.c themselves
+# make test: every suite in test/ (test/README.md). Needs a C compiler, make and python3; a suite
+# that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
+# CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
+# CLIP_KERNELS: the kernel flags, for the suites that compile tensor.c themselves.
 test: clip
-	CLIP_KERNELS="$(KERNELS)" sh test/run.sh
+	CLIP_KERNELS="$(KERNELS)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
+
+# make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
+test-deps:
+	sh test/deps.sh
 
 bench: clip
 	$(PYTHON) test/bench.py
 
 clean:
-	rm -rf clip libclip.a build test/out clip.js clip.wasm web/clip.js web/clip.wasm
+	rm -rf clip libclip.a libclip.so libclip.dylib build test/out clip.js clip.wasm web/clip.js web/clip.wasm
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	cp clip $(DESTDIR)$(PREFIX)/bin/
-	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
+	cp libclip.a $(SHLIB) $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
-.PHONY: all demo test bench clean install wasm FORCE
+print-%:
+	@echo $($*)
 
-# Sanitizers and fuzzing (test/fuzz/README.md). The library's sources, plus any image_*.c
-# not yet merged into image.c, built with AddressSanitizer and UndefinedBehaviorSanitizer.
+.PHONY: all demo test test-deps bench clean install wasm FORCE
+
+# Sanitizers and fuzzing (test/fuzz/README.md): the library's sources built with
+# AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_CC    ?= clang
 SANITIZE   = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-SANSRC     = $(LIBSRC) $(filter-out $(LIBSRC),$(wildcard image*.c))
 SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86:quarantine_size_mb=16
 
 # make test-asan: the whole suite with CLIP_BIN=build/asan/clip; build/asan/cc is the compiler
-# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report
-# exits 86. Leak checking is off here (a command that exits on an error leaves its memory to the
-# system); the fuzz targets check every input for leaks.
+# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report,
+# a leak included (every program frees what it allocated, on errors too), exits 86.
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
-	$(SANENV):detect_leaks=0 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip sh test/run.sh
+	build/asan/cc $(WARN) -o build/asan/clip $(CLISRC) $(LIBSRC) -lm
+	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
+	    PYTHON="$(PYTHON)" sh test/run.sh
 
 # make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c
 # for T=jpeg) with libFuzzer and run it for S seconds on test/out/fuzz/T/corpus plus the seeds
@@ -114,8 +139,8 @@ fuzz: $(FUZZ_BIN)
 	    -print_final_stats=1 -artifact_prefix=test/out/fuzz/$(T)/ $(FUZZ_OPTS) \
 	    test/out/fuzz/$(T)/corpus test/out/fuzz/$(T)/seeds
 
-build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(SANSRC) $(HEADERS)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(LIBSRC) $(HEADERS)
 	mkdir -p build/fuzz
-	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(SANSRC) -lm
+	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(LIBSRC) -lm
 
 .PHONY: test-asan fuzz
