@@ -260,7 +260,8 @@ def main():
     ap.add_argument("--model", default=MODEL, help="model file (default: the synthetic ViT-B/32, made if missing)")
     ap.add_argument("--wait-policy", choices=["active", "passive"],
                     help="OMP_WAIT_POLICY for every side (on a machine shared with other work, passive "
-                         "keeps idle threads from spinning on the cores the others need)")
+                         "keeps idle threads from spinning on the cores the others need); passive also "
+                         "turns ONNX Runtime's spinning off (session.intra_op.allow_spinning=0)")
     ap.add_argument("--torch-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--numpy-child", help=argparse.SUPPRESS)
     ap.add_argument("--onnx-export", nargs=3, help=argparse.SUPPRESS)

@@ -5,7 +5,8 @@
 // IMAGE.onnx and TEXT.onnx are the model file's towers as bench.py exports them with
 // torch.onnx.export (float32 weights; pixel_values [b, 3, S, S] -> embeds, input_ids [b, n] ->
 // embeds). onnxruntime-node (npm install --ignore-scripts onnxruntime-node, in test/) runs them on
-// the CPU with THREADS intra-op threads and one inter-op thread, every graph optimization on.
+// the CPU with THREADS intra-op threads and one inter-op thread, every graph optimization on
+// (threads spin between jobs unless OMP_WAIT_POLICY=PASSIVE, as OpenMP's do).
 // The runs are clip bench's: one image, a batch of 16, a text of 7 tokens (IDS, comma separated),
 // one of 77; each timed in rounds over all runs, best kept. PIXELS.npy (float32 [1, 3, S, S]) and
 // IDS are the inputs PyTorch's side saved its features for: their features are printed too, so
@@ -34,6 +35,10 @@ async function main() {
     const threads = Number(threadsArg);
     const options = { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential',
                       graphOptimizationLevel: 'all' };
+    // OMP_WAIT_POLICY=PASSIVE (bench.py --wait-policy passive): ONNX Runtime's threads sleep
+    // between jobs too, instead of spinning (its default, like OpenMP's active policy)
+    if ((process.env.OMP_WAIT_POLICY || '').toUpperCase() === 'PASSIVE')
+        options.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
     const ids7 = idsArg.split(',').map(Number);
     const ids77 = Array.from({ length: 77 }, (_, i) => (i * 7) % 49000 + 320);
     ids77[76] = 49407;
