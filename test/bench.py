@@ -8,7 +8,10 @@
    load time to the first text embedding, peak RSS.
 3. The same forward pass in PyTorch (float32, torch.set_num_threads), on the model file's tensors:
    Hugging Face's CLIPModel written out (pre-norm layers, quick_gelu, eager attention).
-4. The matrix product on CLIP's shapes: `clip bench MxKxN ...` against numpy's float32 matmul
+4. The same towers in ONNX Runtime: exported once (torch.onnx.export, cached in test/out/) and run by
+   test/bench_ort.js with onnxruntime-node on the CPU, the same number of intra-op threads
+   (install: cd test && npm install --ignore-scripts onnxruntime-node; without it, that column is skipped).
+5. The matrix product on CLIP's shapes: `clip bench MxKxN ...` against numpy's float32 matmul
    (OpenBLAS sgemm), both with the same number of threads.
 Each side runs `--rounds` times, alternating, and keeps its best time: the machine may be shared.
 PyTorch and NumPy run in child processes with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from
@@ -18,6 +21,7 @@ Nothing is installed: a missing torch or numpy skips its column and says what to
 import argparse
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -56,12 +60,13 @@ def run_json(args, env=None):
 # Child process: PyTorch forward pass (python3 test/bench.py --torch-child MODEL THREADS LENS)
 # ---------------------------------------------------------------------------
 
-def torch_child(model, threads, lens):
+def torch_towers(model):
+    """(cfg, image, text): the two towers as functions of pixel values [b, 3, S, S] and ids [b, n]
+    (with an optional padding mask [b, n] for a padded batch)"""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(threads)
     # the model file as test/reference.py reads it, but kept in float32
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import reference
@@ -72,7 +77,8 @@ def torch_child(model, threads, lens):
         return x * torch.sigmoid(1.702 * x) if kind == 0 else F.gelu(x)
 
     def encoder(x, prefix, layers, heads, kind, eps, mask):
-        b, n, d = x.shape
+        b, n = x.shape[0], x.shape[1]
+        d = T[prefix + ".encoder.layers.0.layer_norm1.weight"].shape[0]   # a Python int (also when traced)
         hd = d // heads
         for l in range(layers):
             p = "%s.encoder.layers.%d." % (prefix, l)
@@ -95,24 +101,33 @@ def torch_child(model, threads, lens):
         x = F.conv2d(px, T["vision_model.embeddings.patch_embedding.weight"], stride=p).flatten(2).transpose(1, 2)
         cls = T["vision_model.embeddings.class_embedding"].expand(b, 1, -1)
         x = torch.cat([cls, x], 1) + T["vision_model.embeddings.position_embedding.weight"]
-        d = x.shape[-1]
+        d = T["vision_model.pre_layrnorm.weight"].shape[0]
         x = F.layer_norm(x, (d,), T["vision_model.pre_layrnorm.weight"], T["vision_model.pre_layrnorm.bias"], cfg["v_eps"])
         x = encoder(x, "vision_model", cfg["v_layers"], cfg["v_heads"], cfg["v_act"], cfg["v_eps"], None)
         pooled = F.layer_norm(x[:, 0], (d,), T["vision_model.post_layernorm.weight"], T["vision_model.post_layernorm.bias"], cfg["v_eps"])
         return pooled @ T["visual_projection.weight"].T
 
     def text(ids, mask_pad=None):
-        b, n = ids.shape
+        b, n = ids.shape[0], ids.shape[1]
         x = T["text_model.embeddings.token_embedding.weight"][ids] + T["text_model.embeddings.position_embedding.weight"][:n]
         mask = torch.full((n, n), float("-inf")).triu(1)[None, None]
         if mask_pad is not None:   # padded batch: keys past each text's length are masked too
             mask = mask + torch.where(mask_pad[:, None, None, :], 0.0, float("-inf"))
-        d = x.shape[-1]
+        d = T["text_model.final_layer_norm.weight"].shape[0]
         x = encoder(x, "text_model", cfg["t_layers"], cfg["t_heads"], cfg["t_act"], cfg["t_eps"], mask)
         x = F.layer_norm(x, (d,), T["text_model.final_layer_norm.weight"], T["text_model.final_layer_norm.bias"], cfg["t_eps"])
         pooled = x[torch.arange(b), ids.argmax(-1)]
         return pooled @ T["text_projection.weight"].T
 
+    return cfg, image, text
+
+
+def torch_child(model, threads, lens):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg, image, text = torch_towers(model)
     g = torch.Generator().manual_seed(0)
     S = cfg["size"]
     px1, px16 = torch.rand(1, 3, S, S, generator=g) * 4 - 2, torch.rand(16, 3, S, S, generator=g) * 4 - 2
@@ -154,6 +169,40 @@ def torch_child(model, threads, lens):
                 break
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "ids7": ids7[0].tolist(),
                       "runs": [{"name": k, "ms": v * 1e3, "cpu_ms": cpu[k] * 1e3} for k, v in best.items()]}))
+
+
+# ---------------------------------------------------------------------------
+# Child process: the same towers as ONNX files for ONNX Runtime
+# (python3 test/bench.py --onnx-export MODEL IMAGE.onnx TEXT.onnx)
+# ---------------------------------------------------------------------------
+
+def onnx_export(model, image_path, text_path):
+    """torch.onnx.export of torch_towers' functions (no onnx package needed): the weights become
+    the graphs' initializers, float32 as in the model file; batch and sequence length are dynamic"""
+    import torch
+
+    cfg, image, text = torch_towers(model)
+
+    class Tower(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    S = cfg["size"]
+    ids = torch.arange(7, dtype=torch.long)[None] + 320
+    ids[0, -1] = 49407
+    for fn, x, name, axes, path in ((image, torch.zeros(1, 3, S, S), "pixel_values", {0: "batch"}, image_path),
+                                    (text, ids, "input_ids", {0: "batch", 1: "sequence"}, text_path)):
+        tmp = path + ".tmp"
+        with torch.no_grad():
+            torch.onnx.export(Tower(fn), (x,), tmp, input_names=[name], output_names=["embeds"],
+                              dynamic_axes={name: axes, "embeds": {0: "batch"}}, opset_version=17,
+                              do_constant_folding=True)
+        os.replace(tmp, path)
+    print(json.dumps({"torch": torch.__version__, "image": image_path, "text": text_path}))
 
 
 # ---------------------------------------------------------------------------
@@ -211,10 +260,14 @@ def main():
     ap.add_argument("--model", default=MODEL, help="model file (default: the synthetic ViT-B/32, made if missing)")
     ap.add_argument("--wait-policy", choices=["active", "passive"],
                     help="OMP_WAIT_POLICY for every side (on a machine shared with other work, passive "
-                         "keeps idle threads from spinning on the cores the others need)")
+                         "keeps idle threads from spinning on the cores the others need); passive also "
+                         "turns ONNX Runtime's spinning off (session.intra_op.allow_spinning=0)")
     ap.add_argument("--torch-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--numpy-child", help=argparse.SUPPRESS)
+    ap.add_argument("--onnx-export", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.onnx_export:
+        return onnx_export(*a.onnx_export)
     if a.torch_child:
         return torch_child(a.torch_child[0], int(a.torch_child[1]), [int(x) for x in a.torch_child[2].split(",")])
     if a.numpy_child:
@@ -235,13 +288,14 @@ def main():
         print("bench: torch is missing, so the PyTorch column is skipped (%s)" % INSTALL)
     has_torch = has_torch and has_numpy
 
+    onnx = ort_ready(a.model, has_torch)
     if a.wait_policy:
         os.environ["OMP_WAIT_POLICY"] = a.wait_policy.upper()
     load0 = os.getloadavg()[0]
     t = str(a.threads)
     shapes = ["%dx%dx%d" % (m, k, n) for _, m, k, n in GEMM_SHAPES]
     env = child_env(a.threads)
-    ours = ours_gemm = torch_res = blas = None
+    ours = ours_gemm = torch_res = blas = ort_res = None
     for rnd in range(a.rounds):
         print("bench: round %d of %d: clip.c" % (rnd + 1, a.rounds), end="", flush=True)
         # a pause first: the kernel is still handing back the last child's memory for a moment
@@ -257,32 +311,65 @@ def main():
             time.sleep(1.0)
             r = run_json([sys.executable, os.path.abspath(__file__), "--torch-child", a.model, t, lens], env)
             torch_res = r if torch_res is None else merge(torch_res, r)
+        if onnx and torch_res:   # after PyTorch, whose pixel values it reads
+            print(", ONNX Runtime", end="", flush=True)
+            time.sleep(1.0)
+            r = run_json(["node", os.path.join(ROOT, "test", "bench_ort.js"), onnx[0], onnx[1], t,
+                          os.path.join(OUT, "bench_px.npy"), ",".join(map(str, torch_res["ids7"]))], env)
+            ort_res = r if ort_res is None else merge(ort_res, r)
         if has_numpy:
             print(", OpenBLAS", end="", flush=True)
             g = run_json([sys.executable, os.path.abspath(__file__), "--numpy-child", t], env)
             blas = g if blas is None else merge_gemm(blas, g)
         print(flush=True)
 
-    report(a, ours, ours_gemm, torch_res, blas)
+    report(a, ours, ours_gemm, torch_res, blas, ort_res)
     print("machine: %d cores, load average %.1f before and %.1f after; OMP_WAIT_POLICY=%s"
           % (os.cpu_count(), load0, os.getloadavg()[0], os.environ.get("OMP_WAIT_POLICY", "(default)")))
     if torch_res:
-        check_same(a.model, torch_res)
+        check_same(a.model, torch_res, ort_res)
 
 
-def check_same(model, torch_res):
-    """clip.c's features for the inputs PyTorch timed: the two sides must agree (float32 rounding apart)."""
+def ort_ready(model, has_torch):
+    """(image.onnx, text.onnx) for ONNX Runtime, exported from the model file once (again when the
+    model file is newer); None, saying why, when onnxruntime-node or what exports the towers is missing"""
+    install = "cd test && npm install --ignore-scripts onnxruntime-node"
+    node = subprocess.run(["node", "-e", "require.resolve('onnxruntime-node')"], cwd=os.path.join(ROOT, "test"),
+                          capture_output=True) if shutil.which("node") else None
+    if node is None or node.returncode != 0:
+        print("bench: ONNX Runtime skipped: needs onnxruntime-node (install: %s%s)"
+              % ("" if node else "apt-get install nodejs npm; ", install))
+        return None
+    stem = os.path.join(OUT, os.path.splitext(os.path.basename(model))[0])
+    paths = (stem + ".image.onnx", stem + ".text.onnx")
+    if all(os.path.exists(p) and os.path.getmtime(p) >= os.path.getmtime(model) for p in paths):
+        return paths
+    if not has_torch:
+        print("bench: ONNX Runtime skipped: needs PyTorch to export the model (install: %s)" % INSTALL)
+        return None
+    print("bench: exporting %s.{image,text}.onnx with torch.onnx.export (once)" % stem, flush=True)
+    run_json([sys.executable, os.path.abspath(__file__), "--onnx-export", model, paths[0], paths[1]])
+    return paths
+
+
+def check_same(model, torch_res, ort_res):
+    """clip.c's features for the inputs PyTorch (and ONNX Runtime) timed: the sides must agree
+    (float32 rounding apart)."""
     import numpy as np
     img, txt = os.path.join(OUT, "bench_clip_img.npy"), os.path.join(OUT, "bench_clip_text.npy")
     subprocess.run([CLIP, "embed", "-m", model, "--raw", "--pixel-values", os.path.join(OUT, "bench_px.npy"), "-o", img], check=True)
     subprocess.run([CLIP, "embed", "-m", model, "--raw", "--ids", " ".join(map(str, torch_res["ids7"])), "-o", txt], check=True)
-    worst = 0.0
-    for ours, theirs in ((img, "bench_torch_img.npy"), (txt, "bench_torch_text.npy")):
-        a, b = np.load(ours).astype(np.float64).ravel(), np.load(os.path.join(OUT, theirs)).astype(np.float64).ravel()
-        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
-    print("same math: clip.c and PyTorch features differ by at most %.2g of their largest value" % worst)
-    if worst > 1e-3:
-        sys.exit("bench: clip.c and PyTorch disagree: the timings do not compare the same computation")
+    sides = [("PyTorch", np.load(os.path.join(OUT, "bench_torch_img.npy")), np.load(os.path.join(OUT, "bench_torch_text.npy")))]
+    if ort_res:
+        sides.append(("ONNX Runtime", np.array(ort_res["image_features"]), np.array(ort_res["text_features"])))
+    for name, their_img, their_txt in sides:
+        worst = 0.0
+        for ours, theirs in ((np.load(img), their_img), (np.load(txt), their_txt)):
+            a, b = ours.astype(np.float64).ravel(), theirs.astype(np.float64).ravel()
+            worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+        print("same math: clip.c and %s features differ by at most %.2g of their largest value" % (name, worst))
+        if worst > 1e-3:
+            sys.exit("bench: clip.c and %s disagree: the timings do not compare the same computation" % name)
 
 
 def merge(old, new):
@@ -307,20 +394,27 @@ def merge_gemm(old, new):
     return out
 
 
-def report(a, ours, ours_gemm, torch_res, blas):
+def report(a, ours, ours_gemm, torch_res, blas, ort_res):
     print()
     print("model: %s (%s, %.0f MB), threads: %d" % (a.model, ours["model"], ours["file_mb"], a.threads))
     if torch_res:
         print("PyTorch %s with %d threads" % (torch_res["torch"], torch_res["threads"]))
+    if ort_res:
+        print("ONNX Runtime %s (onnxruntime-node, CPU) with %d intra-op threads, on torch.onnx.export's graphs of the "
+              "same weights" % (ort_res["ort"], ort_res["threads"]))
     print()
-    print("%-20s %10s %9s %10s %9s %11s %9s" % ("encoder", "clip.c ms", "GFLOP/s", "per second", "torch ms", "clip/torch", "speed-up"))
+    print("%-20s %10s %9s %10s %9s %11s %9s %8s %9s" % ("encoder", "clip.c ms", "GFLOP/s", "per second", "torch ms",
+                                                       "clip/torch", "speed-up", "ORT ms", "clip/ORT"))
     tr = {r["name"]: r["ms"] for r in torch_res["runs"]} if torch_res else {}
+    orr = {r["name"]: r["ms"] for r in ort_res["runs"]} if ort_res else {}
     for r in ours["runs"]:
         # our batch of ten against PyTorch's padded batch, as Hugging Face runs a list of texts
         ms, tms = r["ms"], tr.get("10 texts, one padded batch" if r["name"] == "10 texts, one batch" else r["name"])
-        print("%-20s %10.2f %9.1f %10.1f %9s %11s %9s" % (
+        oms = orr.get(r["name"])
+        print("%-20s %10.2f %9.1f %10.1f %9s %11s %9s %8s %9s" % (
             r["name"], ms, r["gflop"] / ms * 1e3, r["items"] / ms * 1e3, fmt(tms, ".2f"),
-            fmt(ms / tms if tms else None, ".3f"), fmt(tms / ms if tms else None, ".1f") + ("x" if tms else "")))
+            fmt(ms / tms if tms else None, ".3f"), fmt(tms / ms if tms else None, ".1f") + ("x" if tms else ""),
+            fmt(oms, ".2f"), fmt(ms / oms if oms else None, ".3f")))
     if a.threads == 1:   # processor time: the work itself, whatever else the machine is doing
         tc = {r["name"]: r["cpu_ms"] for r in torch_res["runs"]} if torch_res else {}
         print()
@@ -329,7 +423,9 @@ def report(a, ours, ours_gemm, torch_res, blas):
             c, tcm = r["cpu_ms"], tc.get(r["name"])
             print("%-20s %14.2f %14s %11s" % (r["name"], c, fmt(tcm, ".2f"), fmt(c / tcm if tcm else None, ".3f")))
     print()
-    print("load (clip_load): %.2f ms; load to the first text embedding: %.2f ms" % (ours["load_ms"], ours["first_text_ms"]))
+    print("load (clip_load): %.2f ms; load to the first text embedding: %.2f ms%s" % (
+        ours["load_ms"], ours["first_text_ms"],
+        " (ONNX Runtime: %.0f ms, the text graph's session to its first text)" % ort_res["first_text_ms"] if ort_res else ""))
     print("peak RSS: %.1f MB after the first text, %.1f MB after one image (file %.1f MB: %+.1f MB), %.1f MB after everything"
           % (ours["rss_load_mb"], ours["rss_one_image_mb"], ours["file_mb"], ours["rss_one_image_mb"] - ours["file_mb"],
              ours["rss_peak_mb"]))

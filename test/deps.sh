@@ -1,7 +1,8 @@
 #!/bin/sh
 # make test-deps: install every optional oracle of `make test` on Debian or Ubuntu, so that
 # `CLIP_TEST_STRICT=1 make test` skips nothing. Runs apt-get (as root, or through sudo) for what is
-# missing, then `npm install` in test/ (Hugging Face tokenizers for Node, playwright-core).
+# missing, then `npm install --ignore-scripts` in test/ (Hugging Face tokenizers for Node, playwright-core,
+# onnxruntime-node for make bench: its install script only downloads GPU builds, and needs the network).
 #
 #   python3-numpy python3-pil   most differential suites (NumPy, Pillow)
 #   libjpeg-turbo-progs         cjpeg/jpegtran: test_jpeg's corpus; libjpeg-dev: its CMYK/YCCK files
@@ -40,5 +41,5 @@ else
     echo "test-deps: every apt package is installed"
 fi
 echo "test-deps: npm install in test/"
-(cd test && npm install --no-audit --no-fund --silent)
+(cd test && npm install --ignore-scripts --no-audit --no-fund --silent)
 echo "test-deps: done; CLIP_TEST_STRICT=1 make test now runs every suite in full"
