@@ -1,29 +1,55 @@
 # clip.c - make builds everything a user needs: the `clip` command and libclip.a
+#
+# make REFERENCE=1 builds everything (clip, libclip.a, wasm, the kernels' test) on tensor.c's
+# reference kernels instead of the fast ones (-DCLIP_REFERENCE), with portable flags: no
+# -march=native and no FMA contraction, so that every sum runs in the order the code writes.
+# A change of flags (REFERENCE, CC, CFLAGS, OPENMP) rebuilds what they built.
 CC      ?= cc
-CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 OPENMP  ?= -fopenmp
 PYTHON  ?= /usr/bin/python3
 PREFIX  ?= /usr/local
 EMCC    ?= emcc
+ifeq ($(REFERENCE),1)
+CFLAGS  ?= -O2
+WASMFLAGS ?= -O2
+KERNELS  = -DCLIP_REFERENCE -ffp-contract=off
+else
+CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
 WASMFLAGS ?= -O3 -msimd128
+KERNELS  =
+endif
 WARN     = -std=c99 -Wall -Wextra -pedantic
-LIBSRC   = clip.c tokenizer.c image.c tensor.c
-HEADERS  = clip.h unicode_tables.h
+# The library's sources (README, "Code layout"); the tests read these lists: make -s print-IMAGE_SRC
+TOKENIZER_SRC = tokenizer.c
+IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c decode/ppm.c decode/png_write.c
+MODEL_SRC     = clip.c tensor.c
+LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
+HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
+BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
+WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
 
 all: clip libclip.a train
 
-clip: main.c $(LIBSRC) $(HEADERS)
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ main.c $(LIBSRC) -lm
+# build/flags and build/wasm-flags hold the flags the last build used; they change (and so
+# rebuild their targets) only when the flags do
+build/flags build/wasm-flags: FORCE
+	@mkdir -p build
+	@echo '$(if $(filter build/flags,$@),$(BUILD_FLAGS),$(WASM_FLAGS))' > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+FORCE:
 
-libclip.a: $(LIBSRC) $(HEADERS)
+clip: main.c $(LIBSRC) $(HEADERS) build/flags
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ main.c $(LIBSRC) -lm
+
+libclip.a: $(LIBSRC) $(HEADERS) build/flags
 	rm -rf build/lib && mkdir -p build/lib
-	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) -I../.. -c $(addprefix ../../,$(LIBSRC))
+	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -I../.. -c $(addprefix ../../,$(LIBSRC))
 	$(AR) rcs $@ build/lib/*.o
 
 # train.c: contrastive pre-training of a small CLIP (shapes.c draws its pictures)
 TRAINSRC = train.c shapes.c
-train: $(TRAINSRC) shapes.h $(LIBSRC) $(HEADERS)
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ $(TRAINSRC) $(LIBSRC) -lm
+train: $(TRAINSRC) shapes.h $(LIBSRC) $(HEADERS) build/flags
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ $(TRAINSRC) $(LIBSRC) -lm
 
 # data/clip-shapes.bin: the small CLIP that ships with the repository, retrained from its seed
 # (about 10 minutes on 2 idle cores; README, "Training a small CLIP")
@@ -62,17 +88,25 @@ web/clip-shapes.bin: $(SHIPPED_MODEL)
 	cp $< $@
 web/shapes-demo.png: data/shapes-demo.png
 	cp $< $@
-build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS)
+build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS) build/wasm-flags
 	mkdir -p build/wasm
-	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
+	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
 	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
-web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS)
-	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
+web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
+	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
 	    -sEXPORTED_RUNTIME_METHODS=FS,UTF8ToString,stringToUTF8,lengthBytesUTF8 -o $@ web/clip_web.c $(LIBSRC) -lm
 
+# make test: every suite in test/ (test/README.md). Needs a C compiler, make and python3; a suite
+# that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
+# CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
+# CLIP_KERNELS: the kernel flags, for the suites that compile tensor.c themselves.
 test: clip
-	sh test/run.sh
+	CLIP_KERNELS="$(KERNELS)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
+
+# make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
+test-deps:
+	sh test/deps.sh
 
 bench: clip
 	$(PYTHON) test/bench.py
@@ -86,24 +120,26 @@ install: all
 	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
-.PHONY: all demo test bench clean install wasm tiny-model
+print-%:
+	@echo $($*)
 
-# Sanitizers and fuzzing (test/fuzz/README.md). The library's sources, plus any image_*.c
-# not yet merged into image.c, built with AddressSanitizer and UndefinedBehaviorSanitizer.
+.PHONY: all demo test test-deps bench clean install wasm tiny-model FORCE
+
+# Sanitizers and fuzzing (test/fuzz/README.md): the library's sources built with
+# AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_CC    ?= clang
 SANITIZE   = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-SANSRC     = $(LIBSRC) $(filter-out $(LIBSRC),$(wildcard image*.c))
 SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86:quarantine_size_mb=16
 
 # make test-asan: the whole suite with CLIP_BIN=build/asan/clip; build/asan/cc is the compiler
-# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report
-# exits 86. Leak checking is off here (a command that exits on an error leaves its memory to the
-# system); the fuzz targets check every input for leaks.
+# the suites build their own C drivers with (CC), so those are sanitized too. A sanitizer report,
+# a leak included (every program frees what it allocated, on errors too), exits 86.
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(SANSRC) -lm
-	$(SANENV):detect_leaks=0 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip sh test/run.sh
+	build/asan/cc $(WARN) -o build/asan/clip main.c $(LIBSRC) -lm
+	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
+	    PYTHON="$(PYTHON)" sh test/run.sh
 
 # make fuzz T=image|png|jpeg|model|tokenizer S=seconds: build test/fuzz/fuzz_T.c (fuzz_image.c
 # for T=jpeg) with libFuzzer and run it for S seconds on test/out/fuzz/T/corpus plus the seeds
@@ -120,8 +156,8 @@ fuzz: $(FUZZ_BIN)
 	    -print_final_stats=1 -artifact_prefix=test/out/fuzz/$(T)/ $(FUZZ_OPTS) \
 	    test/out/fuzz/$(T)/corpus test/out/fuzz/$(T)/seeds
 
-build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(SANSRC) $(HEADERS)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_image.c $(LIBSRC) $(HEADERS)
 	mkdir -p build/fuzz
-	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(SANSRC) -lm
+	$(SAN_CC) $(WARN) $(SANITIZE) -fsanitize=fuzzer -I. -o $@ $< $(LIBSRC) -lm
 
 .PHONY: test-asan fuzz

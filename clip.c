@@ -1,16 +1,19 @@
-/* clip.c - the model: load a converted file, run the two towers.
+/* clip.c - the model: CLIPModel's two towers, then the loader of its file.
  *
  * Reproduces Hugging Face's CLIPModel (transformers/models/clip/modeling_clip.py):
- *   get_text_features:  CLIPTextTransformer  -> text_projection
+ *   get_text_features:  CLIPTextTransformer   -> text_projection
  *   get_image_features: CLIPVisionTransformer -> visual_projection
- * The weights are mmap'ed from the file convert.py writes (layout in README.md,
- * "The model file"); nothing is copied. Scratch memory is allocated per call.
+ * In reading order: the weights, the encoder layer and the encoder both
+ * towers share, the text tower, the vision tower, the scratch memory and the
+ * public encode functions; then the model file (README.md, "The model
+ * file"), whose weights are mmap'ed and never copied.
  */
 #define _POSIX_C_SOURCE 200809L   /* mmap, open, fstat */
 #define _DEFAULT_SOURCE           /* madvise, where the C library has it */
 #include "clip.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,42 +25,41 @@
 #include <unistd.h>
 #include <sys/mman.h>
 
-#define HEADER_BYTES 512
-#define INDEX_ENTRY_BYTES 128
-#define NAME_BYTES 96
-/* Attention costs tokens^2 per layer while the file grows only with tokens
- * (position embeddings): a forged file with 4096 / 1 = 16.7 million image
- * tokens would run for days. Real checkpoints use 50..1025 image tokens and
- * 77..512 text positions. */
-#define MAX_GRID 128          /* at most 128 x 128 patches (16385 tokens) */
-#define MAX_POSITIONS 16384
+/* ------------------------------------------------------------------------ */
+/* The weights                                                               */
+/* ------------------------------------------------------------------------ */
+/* Linear weights are [out, in] clip_weights (a dtype and the data: float32
+ * so far); biases, norms and embeddings are float32 arrays. */
 
-/* One encoder layer's weights (CLIPEncoderLayer). Linear weights are [out, in]. */
-typedef struct {
-    const float *ln1_w, *ln1_b;            /* layer_norm1 [d] */
-    const float *q_w, *q_b, *k_w, *k_b;    /* self_attn.{q,k,v}_proj [d, d], [d] */
-    const float *v_w, *v_b, *o_w, *o_b;    /* self_attn.out_proj [d, d], [d] */
-    const float *ln2_w, *ln2_b;            /* layer_norm2 [d] */
-    const float *fc1_w, *fc1_b;            /* mlp.fc1 [inter, d], [inter] */
-    const float *fc2_w, *fc2_b;            /* mlp.fc2 [d, inter], [d] */
+typedef struct {                            /* one CLIPEncoderLayer */
+    const float *ln1_w, *ln1_b;             /* layer_norm1 [d] */
+    clip_weight q_w, k_w, v_w;              /* self_attn.{q,k,v}_proj [d, d] */
+    const float *q_b, *k_b, *v_b;           /* [d] */
+    clip_weight o_w;                        /* self_attn.out_proj [d, d] */
+    const float *o_b;                       /* [d] */
+    const float *ln2_w, *ln2_b;             /* layer_norm2 [d] */
+    clip_weight fc1_w;                      /* mlp.fc1 [intermediate, d] */
+    const float *fc1_b;                     /* [intermediate] */
+    clip_weight fc2_w;                      /* mlp.fc2 [d, intermediate] */
+    const float *fc2_b;                     /* [d] */
 } clip_layer;
 
 typedef struct {
     /* text_model */
-    const float *token_embedding;          /* [vocab, d] */
-    const float *text_position_embedding;  /* [max_positions, d] */
+    const float *token_embedding;           /* [vocab, d] */
+    const float *text_position_embedding;   /* [max_positions, d] */
     clip_layer *text_layers;
-    const float *final_ln_w, *final_ln_b;  /* [d] */
-    const float *text_projection;          /* [proj, d] */
+    const float *final_ln_w, *final_ln_b;   /* final_layer_norm [d] */
+    clip_weight text_projection;            /* [proj, d] */
     /* vision_model */
-    const float *class_embedding;          /* [d] */
-    const float *patch_embedding;          /* [d, 3, p, p] */
-    const float *vision_position_embedding;/* [1 + (S/p)^2, d] */
-    const float *pre_ln_w, *pre_ln_b;      /* pre_layrnorm [d] */
+    clip_weight patch_embedding;            /* [d, 3, p, p], used as [d, 3 p p] */
+    const float *class_embedding;           /* [d] */
+    const float *vision_position_embedding; /* [1 + (S/p)^2, d] */
+    const float *pre_ln_w, *pre_ln_b;       /* pre_layrnorm [d] */
     clip_layer *vision_layers;
-    const float *post_ln_w, *post_ln_b;    /* post_layernorm [d] */
-    const float *visual_projection;        /* [proj, d] */
-    const float *logit_scale;              /* [] */
+    const float *post_ln_w, *post_ln_b;     /* post_layernorm [d] */
+    clip_weight visual_projection;          /* [proj, d] */
+    const float *logit_scale;               /* [] */
 } clip_weights;
 
 struct clip_model {
@@ -70,6 +72,19 @@ struct clip_model {
     int owned;             /* data belongs to the model (mmap or malloc), not to the caller */
 };
 
+/* The working memory of one encode call: `batch` sequences of n tokens,
+ * rows = batch * n, in a tower of width d (see lay_out, which sizes it). */
+typedef struct {
+    float *x;                   /* [rows, d] the hidden states */
+    float *h, *q, *k, *v, *o;   /* [rows, d] each: a layer norm's output, query, key, value, attention output */
+    float *f;                   /* [rows, intermediate] the MLP's hidden layer */
+    float *attention;           /* clip_attention_scratch(n, heads, head_dim) floats */
+    float *pack;                /* clip_linear_scratch for the largest product */
+    float *patches;             /* [g * g, 3 p p] one image's patches (vision tower) */
+    float *pooled;              /* [batch, d] the pooled rows */
+    int *pool;                  /* [batch] which row of each sequence is pooled */
+} buffers;
+
 static void set_err(char *err, const char *fmt, ...)
 {
     va_list ap;
@@ -79,98 +94,580 @@ static void set_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The encoder layer (CLIPEncoderLayer), shared by both towers               */
+/* ------------------------------------------------------------------------ */
+
+/* q, k, v = q_proj, k_proj, v_proj(layer_norm1(x)) on `rows` rows
+ * (h: [rows, d], the layer norm's output) */
+static void layer_qkv(float *q, float *k, float *v, float *h, const float *x, const clip_layer *L,
+                      const clip_tower_config *c, int rows, float *pack)
+{
+    float *qkv[3] = {q, k, v};
+    const clip_weight *w[3] = {&L->q_w, &L->k_w, &L->v_w};
+    const float *bias[3] = {L->q_b, L->k_b, L->v_b};
+    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, c->hidden, c->eps);
+    clip_linear3_weight(qkv, h, w, bias, rows, c->hidden, c->hidden, pack);
+}
+
+/* CLIPMLP with its residual: x += fc2(act(fc1(layer_norm2(x)))) on `rows`
+ * rows (h: [rows, d], f: [rows, intermediate]) */
+static void layer_mlp(float *x, float *h, float *f, const clip_layer *L, const clip_tower_config *c, int rows,
+                      float *pack)
+{
+    int d = c->hidden;
+    clip_layer_norm(h, x, L->ln2_w, L->ln2_b, rows, d, c->eps);
+    clip_linear_weight(f, h, &L->fc1_w, L->fc1_b, rows, d, c->intermediate, pack);
+    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)rows * c->intermediate);
+    else clip_quick_gelu(f, (size_t)rows * c->intermediate);
+    clip_linear_weight(h, f, &L->fc2_w, L->fc2_b, rows, c->intermediate, d, pack);
+    for (size_t i = 0; i < (size_t)rows * d; i++) x[i] += h[i];
+}
+
+/* CLIPEncoderLayer, pre-norm, on x[batch * n, d] in place (batch sequences
+ * of n tokens):
+ *   x += out_proj(attention(q_proj, k_proj, v_proj(layer_norm1(x))))
+ *   x += fc2(act(fc1(layer_norm2(x))))
+ * q is scaled by 1/sqrt(head_dim) before the scores, as CLIPAttention does.
+ * The matrix products run over all batch * n rows at once, so a batch
+ * shares every read of the weights; attention runs per sequence. */
+static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
+                          int causal, const buffers *b)
+{
+    int d = c->hidden, hd = d / c->heads, rows = batch * n;
+    size_t nd = (size_t)rows * d;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    layer_qkv(b->q, b->k, b->v, b->h, x, L, c, rows, b->pack);
+    for (size_t i = 0; i < nd; i++) b->q[i] *= scale;
+    for (int s = 0; s < batch; s++) {
+        size_t off = (size_t)s * n * d;
+        clip_attention(b->o + off, b->q + off, b->k + off, b->v + off, n, c->heads, hd, causal, b->attention);
+    }
+    clip_linear_weight(b->h, b->o, &L->o_w, L->o_b, rows, d, d, b->pack);
+    for (size_t i = 0; i < nd; i++) x[i] += b->h[i];
+    layer_mlp(x, b->h, b->f, L, c, rows, b->pack);
+}
+
+/* The same layer when only row pool[s] of each sequence s is read after it
+ * (the last layer: the towers pool one token). Keys and values are needed
+ * for every token; the query, attention, out_proj and MLP only for the
+ * batch pooled rows, gathered into xp: the same computation on those rows
+ * (rounded differently, by about 1e-7: the kernels sum in other orders for
+ * fewer rows) for much less work. The other rows of x are left as they
+ * were. n >= 2 (xp and hp, batch rows each, share h). */
+static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
+                                 int causal, const buffers *b)
+{
+    int d = c->hidden, hd = d / c->heads, rows = batch * n;
+    size_t bd = (size_t)batch * d;
+    float *xp = b->h, *hp = b->h + bd;   /* h is free once q, k and v are made */
+    float scale = 1.0f / sqrtf((float)hd);
+
+    layer_qkv(b->q, b->k, b->v, b->h, x, L, c, rows, b->pack);
+    for (int s = 0; s < batch; s++) {
+        int ps = b->pool[s];
+        size_t row = (size_t)s * n + ps, off = (size_t)s * n * d;
+        for (int i = 0; i < d; i++) b->q[row * d + i] *= scale;
+        clip_attention_query(b->o + (size_t)s * d, b->q + row * d, b->k + off, b->v + off, causal ? ps + 1 : n,
+                             c->heads, hd, b->attention);
+        memcpy(xp + (size_t)s * d, x + row * d, (size_t)d * sizeof(float));
+    }
+    clip_linear_weight(hp, b->o, &L->o_w, L->o_b, batch, d, d, b->pack);
+    for (size_t i = 0; i < bd; i++) xp[i] += hp[i];
+    layer_mlp(xp, hp, b->f, L, c, batch, b->pack);
+    for (int s = 0; s < batch; s++)
+        memcpy(x + ((size_t)s * n + b->pool[s]) * d, xp + (size_t)s * d, (size_t)d * sizeof(float));
+}
+
+/* ------------------------------------------------------------------------ */
+/* The encoder (CLIPEncoder)                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The dump hook: x [batch, a, b] (shown as [a, b] for one sequence) */
+static void dump_stage(clip_dump_fn dump, void *ctx, const char *name, const float *x, int batch, int a, int b)
+{
+    int shape[3] = {batch, a, b};
+    if (!dump) return;
+    if (batch == 1) dump(ctx, name, x, 2, shape + 1);
+    else dump(ctx, name, x, 3, shape);
+}
+
+/* hidden_states[l] as "<tower>_hidden_NN" */
+static void dump_hidden(clip_dump_fn dump, void *ctx, const char *tower, int l, const float *x, int batch, int n,
+                        int d)
+{
+    char name[64];
+    if (!dump) return;
+    snprintf(name, sizeof name, "%s_hidden_%02d", tower, l);
+    dump_stage(dump, ctx, name, x, batch, n, d);
+}
+
+/* CLIPEncoder on x[batch, n, d]: hidden_states[0] = x, then
+ * hidden_states[l + 1] = layer l(hidden_states[l]) for each layer. */
+static void encoder(float *x, const clip_layer *layers, const clip_tower_config *c, int batch, int n, int causal,
+                    const buffers *b, const char *tower, clip_dump_fn dump, void *ctx)
+{
+    int last = c->layers - 1;
+
+    /* 1. every layer but the last, on every token */
+    for (int l = 0; l < last; l++) {
+        dump_hidden(dump, ctx, tower, l, x, batch, n, c->hidden);
+        encoder_layer(x, &layers[l], c, batch, n, causal, b);
+    }
+    dump_hidden(dump, ctx, tower, last, x, batch, n, c->hidden);
+
+    /* 2. the last layer. After it the tower reads only the pooled row of
+     * each sequence (b->pool), so unless a dump shows every row, only those
+     * rows are computed: the pooled-last-layer shortcut. */
+    if (dump || n < 2) {
+        encoder_layer(x, &layers[last], c, batch, n, causal, b);
+        dump_hidden(dump, ctx, tower, last + 1, x, batch, n, c->hidden);
+    } else {
+        encoder_layer_pooled(x, &layers[last], c, batch, n, causal, b);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Text tower: CLIPTextTransformer + text_projection                         */
+/* ------------------------------------------------------------------------ */
+
+/* CLIPTextEmbeddings: x[t][i] = token_embedding[ids[t][i]] + position_embedding[i]
+ * for i < n. Texts shorter than n are padded at the end with their last id:
+ * with causal attention no real token sees a later one, so each text gets
+ * what it would get alone (the matrix products may round differently for
+ * more rows). */
+static void text_embeddings(float *x, const clip_weights *w, const int32_t *const *ids, const int *lens, int count,
+                            int n, int d)
+{
+    for (int t = 0; t < count; t++)
+        for (int i = 0; i < n; i++) {
+            const float *tok = w->token_embedding + (size_t)ids[t][i < lens[t] ? i : lens[t] - 1] * d;
+            const float *pos = w->text_position_embedding + (size_t)i * d;
+            float *xi = x + ((size_t)t * n + i) * d;
+            for (int j = 0; j < d; j++) xi[j] = tok[j] + pos[j];
+        }
+}
+
+/* The pooling choice: legacy configs (eos_token_id == 2) take the position
+ * of the largest id (the eos token has the largest id in CLIP's
+ * vocabulary); others the first position holding eos_token_id (the last
+ * position if there is none). */
+static int text_pooled_position(const int32_t *ids, int len, int eos_token_id)
+{
+    int p = 0;
+    if (eos_token_id == 2) {
+        for (int i = 1; i < len; i++) if (ids[i] > ids[p]) p = i;
+        return p;
+    }
+    for (int i = 0; i < len; i++) if (ids[i] == eos_token_id) return i;
+    return len - 1;
+}
+
+/* count texts, ids[t][lens[t]], padded to n tokens -> features[count, proj]:
+ *   embeddings -> encoder (causal) -> final_layer_norm -> pooling -> text_projection */
+static void text_tower(const clip_model *m, const buffers *b, const int32_t *const *ids, const int *lens, int count,
+                       int n, float *features, clip_dump_fn dump, void *ctx)
+{
+    const clip_config *c = &m->config;
+    const clip_weights *w = &m->w;
+    int d = c->text.hidden;
+
+    text_embeddings(b->x, w, ids, lens, count, n, d);
+    for (int t = 0; t < count; t++) b->pool[t] = text_pooled_position(ids[t], lens[t], c->eos_token_id);
+
+    encoder(b->x, w->text_layers, &c->text, count, n, 1, b, "text", dump, ctx);
+
+    /* final_layer_norm, then pooling: pooled[t] = last_hidden_state[t, pool[t]].
+     * LayerNorm works row by row, so it is applied to the pooled rows only;
+     * the dump shows it on every row (into h). */
+    if (dump) {
+        clip_layer_norm(b->h, b->x, w->final_ln_w, w->final_ln_b, count * n, d, c->text.eps);
+        dump_stage(dump, ctx, "text_last_hidden", b->h, count, n, d);
+    }
+    for (int t = 0; t < count; t++)
+        clip_layer_norm(b->pooled + (size_t)t * d, b->x + ((size_t)t * n + b->pool[t]) * d, w->final_ln_w,
+                        w->final_ln_b, 1, d, c->text.eps);
+    dump_stage(dump, ctx, "text_pooled", b->pooled, 1, count, d);
+
+    /* text_projection, no bias */
+    clip_linear_weight(features, b->pooled, &w->text_projection, NULL, count, d, c->projection_dim, b->pack);
+    dump_stage(dump, ctx, "text_features", features, 1, count, c->projection_dim);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Vision tower: CLIPVisionTransformer + visual_projection                   */
+/* ------------------------------------------------------------------------ */
+
+/* CLIPVisionEmbeddings for one image px[3, S, S] -> x[1 + g*g, d], g = S / p:
+ * patch_embedding, a p x p convolution with stride p and no bias, is the
+ * matrix product of the flattened patches [g*g, 3 p p] with its weight
+ * [d, 3 p p]; class_embedding goes in front (row 0), position_embedding is
+ * added to every row. */
+static void vision_embeddings(float *x, const clip_weights *w, const clip_config *c, const float *px,
+                              const buffers *b)
+{
+    int d = c->vision.hidden, p = c->patch, S = c->image_size, g = S / p, pp = 3 * p * p;
+    /* im2col: patch (gy, gx) -> row gy*g + gx, columns in (channel, ky, kx) order */
+    for (int gy = 0; gy < g; gy++)
+        for (int gx = 0; gx < g; gx++) {
+            float *row = b->patches + (size_t)(gy * g + gx) * pp;
+            for (int ch = 0; ch < 3; ch++)
+                for (int ky = 0; ky < p; ky++)
+                    memcpy(row + (ch * p + ky) * p, px + ((size_t)ch * S + gy * p + ky) * S + gx * p, p * sizeof(float));
+        }
+    clip_linear_weight(x + d, b->patches, &w->patch_embedding, NULL, g * g, pp, d, b->pack);
+    memcpy(x, w->class_embedding, d * sizeof(float));
+    for (size_t i = 0; i < (size_t)(1 + g * g) * d; i++) x[i] += w->vision_position_embedding[i];
+}
+
+/* pixels[count, 3, S, S] -> features[count, proj]:
+ *   patch embedding -> class token + positions -> pre_layrnorm -> encoder
+ *   -> post_layernorm(class token) -> visual_projection */
+static void vision_tower(const clip_model *m, const buffers *b, const float *pixels, int count, float *features,
+                         clip_dump_fn dump, void *ctx)
+{
+    const clip_config *c = &m->config;
+    const clip_weights *w = &m->w;
+    int d = c->vision.hidden, S = c->image_size, g = S / c->patch, n = 1 + g * g;
+
+    for (int i = 0; i < count; i++)
+        vision_embeddings(b->x + (size_t)i * n * d, w, c, pixels + (size_t)i * 3 * S * S, b);
+    dump_stage(dump, ctx, "image_embeddings", b->x, count, n, d);
+    clip_layer_norm(b->x, b->x, w->pre_ln_w, w->pre_ln_b, count * n, d, c->vision.eps);
+
+    for (int i = 0; i < count; i++) b->pool[i] = 0;   /* pooling reads the class token */
+    encoder(b->x, w->vision_layers, &c->vision, count, n, 0, b, "image", dump, ctx);
+    dump_stage(dump, ctx, "image_last_hidden", b->x, count, n, d);
+
+    /* post_layernorm on the pooled output, last_hidden_state[:, 0] */
+    for (int i = 0; i < count; i++)
+        clip_layer_norm(b->pooled + (size_t)i * d, b->x + (size_t)i * n * d, w->post_ln_w, w->post_ln_b, 1, d,
+                        c->vision.eps);
+    dump_stage(dump, ctx, "image_pooled", b->pooled, 1, count, d);
+
+    /* visual_projection, no bias */
+    clip_linear_weight(features, b->pooled, &w->visual_projection, NULL, count, d, c->projection_dim, b->pack);
+    dump_stage(dump, ctx, "image_features", features, 1, count, c->projection_dim);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scratch memory and the encode functions                                   */
+/* ------------------------------------------------------------------------ */
+
+/* the next region of `bytes` at a 64-byte boundary: its address in base, or
+ * NULL when base is NULL (only counting) */
+static void *region(char *base, double *at, double bytes)
+{
+    void *p = base ? base + (size_t)*at : NULL;
+    *at += ceil(bytes / 64.0) * 64.0;
+    return p;
+}
+
+/* The buffers of one call, laid out in mem (NULL: only counted); returns the
+ * bytes they need, 63 of them to align the start. `batch` sequences of n
+ * tokens in tower c; patches rows of patch_in values for the patch
+ * embedding (0 for text). Added up in double (exact below 2^53), so that the
+ * size cannot wrap around a 32-bit size_t and leave the memory short. */
+static double lay_out(buffers *b, void *mem, const clip_tower_config *c, int batch, int n, int patches, int patch_in)
+{
+    double rows = (double)batch * n, at = 0.0, f = sizeof(float);
+    int widest = c->intermediate > c->hidden ? c->intermediate : c->hidden;
+    size_t pack = clip_linear_scratch(rows < INT_MAX ? (int)rows : INT_MAX, widest);
+    size_t pack_patches = clip_linear_scratch(patches, patch_in);
+    char *base = mem ? (char *)mem + (64 - (uintptr_t)mem % 64) % 64 : NULL;
+
+    if (rows > INT_MAX) return HUGE_VAL;   /* more rows than the kernels count */
+    b->x = region(base, &at, rows * c->hidden * f);
+    b->h = region(base, &at, rows * c->hidden * f);
+    b->q = region(base, &at, rows * c->hidden * f);
+    b->k = region(base, &at, rows * c->hidden * f);
+    b->v = region(base, &at, rows * c->hidden * f);
+    b->o = region(base, &at, rows * c->hidden * f);
+    b->f = region(base, &at, rows * c->intermediate * f);
+    b->attention = region(base, &at, (double)clip_attention_scratch(n, c->heads, c->hidden / c->heads) * f);
+    b->pack = region(base, &at, (double)(pack > pack_patches ? pack : pack_patches) * f);
+    b->patches = region(base, &at, (double)patches * patch_in * f);
+    b->pooled = region(base, &at, (double)batch * c->hidden * f);
+    b->pool = region(base, &at, (double)batch * sizeof(int));
+    return at + 63.0;
+}
+
+static double text_bytes(const clip_config *c, int count, int n)
+{
+    buffers b;
+    return lay_out(&b, NULL, &c->text, count, n, 0, 0);
+}
+
+static double image_bytes(const clip_config *c, int count)
+{
+    buffers b;
+    int p = c->patch, g = c->image_size / p;
+    return lay_out(&b, NULL, &c->vision, count, 1 + g * g, g * g, 3 * p * p);
+}
+
+size_t clip_scratch_size(const clip_model *m, int max_images, int max_texts, int max_tokens)
+{
+    const clip_config *c = &m->config;
+    double bytes = 0.0;
+    if (max_tokens <= 0 || max_tokens > c->max_positions) max_tokens = c->max_positions;
+    if (max_images > 0) bytes = image_bytes(c, max_images);
+    if (max_texts > 0 && text_bytes(c, max_texts, max_tokens) > bytes) bytes = text_bytes(c, max_texts, max_tokens);
+    return bytes < (double)((size_t)-1) ? (size_t)bytes : 0;
+}
+
+int clip_scratch_alloc(clip_scratch *s, const clip_model *m, int max_images, int max_texts, int max_tokens, char *err)
+{
+    s->size = clip_scratch_size(m, max_images, max_texts, max_tokens);
+    s->data = s->size ? malloc(s->size) : NULL;
+    if (!s->data) {
+        set_err(err, "out of memory (scratch for %d images, %d texts of %d tokens)", max_images, max_texts, max_tokens);
+        s->size = 0;
+        return CLIP_ENOMEM;
+    }
+    return CLIP_OK;
+}
+
+void clip_scratch_free(clip_scratch *s)
+{
+    free(s->data);
+    s->data = NULL;
+    s->size = 0;
+}
+
+/* lay the buffers out in s, if they fit */
+static int use_scratch(buffers *b, const clip_scratch *s, double need, const clip_tower_config *c, int batch, int n,
+                       int patches, int patch_in, char *err)
+{
+    if (!s || !s->data || need > (double)s->size) {
+        set_err(err, "the scratch memory holds %zu bytes but this batch needs %.0f (see clip_scratch_size)",
+                s && s->data ? s->size : (size_t)0, need);
+        return CLIP_EINPUT;
+    }
+    lay_out(b, s->data, c, batch, n, patches, patch_in);
+    return CLIP_OK;
+}
+
+/* every text 1..max_positions ids from the vocabulary; *n: the longest */
+static int check_texts(const clip_config *c, const int32_t *const *ids, const int *lens, int count, int *n, char *err)
+{
+    *n = 0;
+    if (count < 1) { set_err(err, "no texts to encode"); return CLIP_EINPUT; }
+    for (int t = 0; t < count; t++) {
+        if (lens[t] < 1 || lens[t] > c->max_positions) {
+            set_err(err, "a text must have between 1 and %d tokens (got %d)", c->max_positions, lens[t]);
+            return CLIP_EINPUT;
+        }
+        for (int i = 0; i < lens[t]; i++) {
+            if (ids[t][i] < 0 || ids[t][i] >= c->vocab_size) {
+                set_err(err, "token id %ld at position %d is outside the vocabulary (0..%d)", (long)ids[t][i], i,
+                        c->vocab_size - 1);
+                return CLIP_EINPUT;
+            }
+        }
+        *n = lens[t] > *n ? lens[t] : *n;
+    }
+    return CLIP_OK;
+}
+
+int clip_encode_texts_scratch(clip_model *m, clip_scratch *s, const int32_t *const *ids, const int *lens, int count,
+                              float *features, clip_dump_fn dump, void *ctx, char *err)
+{
+    buffers b;
+    int n, rc;
+    if ((rc = check_texts(&m->config, ids, lens, count, &n, err)) ||
+        (rc = use_scratch(&b, s, text_bytes(&m->config, count, n), &m->config.text, count, n, 0, 0, err)))
+        return rc;
+    text_tower(m, &b, ids, lens, count, n, features, dump, ctx);
+    return CLIP_OK;
+}
+
+int clip_encode_images_scratch(clip_model *m, clip_scratch *s, const float *pixels, int count, float *features,
+                               clip_dump_fn dump, void *ctx, char *err)
+{
+    const clip_config *c = &m->config;
+    int p = c->patch, g = c->image_size / p;
+    buffers b;
+    int rc;
+    if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
+    if ((rc = use_scratch(&b, s, image_bytes(c, count), &c->vision, count, 1 + g * g, g * g, 3 * p * p, err)))
+        return rc;
+    vision_tower(m, &b, pixels, count, features, dump, ctx);
+    return CLIP_OK;
+}
+
+/* scratch of `bytes` for one call */
+static int scratch_for_call(clip_scratch *s, double bytes, char *err)
+{
+    s->size = bytes < (double)((size_t)-1) ? (size_t)bytes : 0;
+    s->data = s->size ? malloc(s->size) : NULL;
+    if (!s->data) {
+        if (s->size) set_err(err, "out of memory (%.0f bytes of activations)", bytes);
+        else set_err(err, "out of memory (the batch is too large for this machine)");
+        return CLIP_ENOMEM;
+    }
+    return CLIP_OK;
+}
+
+static int encode_texts(clip_model *m, const int32_t *const *ids, const int *lens, int count, float *features,
+                        clip_dump_fn dump, void *ctx, char *err)
+{
+    clip_scratch s;
+    int n, rc;
+    if ((rc = check_texts(&m->config, ids, lens, count, &n, err)) ||
+        (rc = scratch_for_call(&s, text_bytes(&m->config, count, n), err)))
+        return rc;
+    rc = clip_encode_texts_scratch(m, &s, ids, lens, count, features, dump, ctx, err);
+    free(s.data);
+    return rc;
+}
+
+int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
+                     clip_dump_fn dump, void *ctx, char *err)
+{
+    return encode_texts(m, &ids, &n, 1, features, dump, ctx, err);
+}
+
+int clip_encode_texts(clip_model *m, const int32_t *const *ids, const int *lens, int count, float *features, char *err)
+{
+    return encode_texts(m, ids, lens, count, features, NULL, NULL, err);
+}
+
+int clip_encode_images(clip_model *m, const float *pixels, int count, float *features,
+                       clip_dump_fn dump, void *ctx, char *err)
+{
+    clip_scratch s;
+    int rc;
+    if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
+    if ((rc = scratch_for_call(&s, image_bytes(&m->config, count), err))) return rc;
+    rc = clip_encode_images_scratch(m, &s, pixels, count, features, dump, ctx, err);
+    free(s.data);
+    return rc;
+}
+
+int clip_encode_image(clip_model *m, const float *pixels, float *features,
+                      clip_dump_fn dump, void *ctx, char *err)
+{
+    return clip_encode_images(m, pixels, 1, features, dump, ctx, err);
+}
+
+/* image_embeds = features / ||features||_2 (likewise text_embeds) */
+void clip_normalize(float *v, int n)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
+    if (ss > 0.0) {
+        double inv = 1.0 / sqrt(ss);
+        for (int i = 0; i < n; i++) v[i] = (float)(v[i] * inv);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The model file (README.md, "The model file"; convert.py writes it)       */
+/* ------------------------------------------------------------------------ */
+/* One little-endian file: a 512-byte header, the tokenizer section, the
+ * tensor index, the tensors. Each name below is README's and convert.py's
+ * (HEADER_FIELDS, HEADER_SLOTS, INDEX_FIELDS) in upper case, after the
+ * prefix FIELD_, SLOT_ or ENTRY_. */
+
+#define FORMAT_VERSION 1
+#define HEADER_BYTES 512
+#define INDEX_ENTRY_BYTES 128
+#define NAME_BYTES 96
+#define FLAG_SYNTHETIC 1u
+
+enum header_field {                 /* byte offsets in the header */
+    FIELD_MAGIC = 0,                /* char[8] "CLIPCMOD" */
+    FIELD_VERSION = 8,              /* u32 FORMAT_VERSION */
+    FIELD_HEADER_BYTES = 12,        /* u32 HEADER_BYTES */
+    FIELD_FILE_BYTES = 16,          /* u64 the file's size */
+    FIELD_TOKENIZER_OFFSET = 24,    /* u64 */
+    FIELD_TOKENIZER_BYTES = 32,     /* u64 */
+    FIELD_INDEX_OFFSET = 40,        /* u64 */
+    FIELD_TENSOR_COUNT = 48,        /* u32 */
+    FIELD_FLAGS = 52,               /* u32 FLAG_SYNTHETIC */
+    FIELD_SLOTS = 56,               /* 64 slots of 4 bytes, enum header_slot */
+    FIELD_SOURCE = 312              /* char[128] the checkpoint's name, NUL padded */
+};
+
+enum header_slot {                  /* slot indices: i32, or f32 where marked */
+    SLOT_PROJECTION_DIM,
+    SLOT_VISION_HIDDEN_SIZE, SLOT_VISION_NUM_ATTENTION_HEADS, SLOT_VISION_NUM_HIDDEN_LAYERS,
+    SLOT_VISION_INTERMEDIATE_SIZE, SLOT_VISION_HIDDEN_ACT, SLOT_VISION_LAYER_NORM_EPS /* f32 */,
+    SLOT_VISION_PATCH_SIZE, SLOT_VISION_IMAGE_SIZE, SLOT_VISION_NUM_CHANNELS,
+    SLOT_TEXT_HIDDEN_SIZE, SLOT_TEXT_NUM_ATTENTION_HEADS, SLOT_TEXT_NUM_HIDDEN_LAYERS,
+    SLOT_TEXT_INTERMEDIATE_SIZE, SLOT_TEXT_HIDDEN_ACT, SLOT_TEXT_LAYER_NORM_EPS /* f32 */,
+    SLOT_TEXT_VOCAB_SIZE, SLOT_TEXT_MAX_POSITION_EMBEDDINGS, SLOT_TEXT_EOS_TOKEN_ID,
+    SLOT_SHORTEST_EDGE, SLOT_CROP_HEIGHT, SLOT_CROP_WIDTH,
+    SLOT_DO_RESIZE, SLOT_DO_CENTER_CROP, SLOT_DO_RESCALE, SLOT_DO_NORMALIZE,
+    SLOT_RESCALE_FACTOR /* f32 */,
+    SLOT_IMAGE_MEAN /* f32 x 3 */, SLOT_IMAGE_STD = SLOT_IMAGE_MEAN + 3 /* f32 x 3 */,
+    SLOT_COUNT = 64
+};
+
+enum index_field {                  /* byte offsets in a tensor index entry */
+    ENTRY_NAME = 0,                 /* char[96], NUL padded */
+    ENTRY_DTYPE = 96,               /* u32 CLIP_DTYPE_F32 */
+    ENTRY_NDIM = 100,               /* u32, at most 4 */
+    ENTRY_SHAPE = 104,              /* u32[4] */
+    ENTRY_OFFSET = 120              /* u64 from the start of the file, 64-byte aligned */
+};
+
+/* Attention costs tokens^2 per layer while the file grows only with tokens
+ * (position embeddings): a forged file with 4096 / 1 = 16.7 million image
+ * tokens would run for days. Real checkpoints use 50..1025 image tokens and
+ * 77..512 text positions. */
+#define MAX_GRID 128          /* at most 128 x 128 patches (16385 tokens) */
+#define MAX_POSITIONS 16384
+
 static uint32_t rd32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 static float rdf32(const uint8_t *p) { uint32_t u = rd32(p); float f; memcpy(&f, &u, 4); return f; }
+static int32_t slot_i(const uint8_t *h, int slot) { return (int32_t)rd32(h + FIELD_SLOTS + 4 * slot); }
+static float slot_f(const uint8_t *h, int slot) { return rdf32(h + FIELD_SLOTS + 4 * slot); }
 
-/* ------------------------------------------------------------------------ */
-/* Loading: header, tokenizer, tensor index (README.md, "The model file")    */
-/* ------------------------------------------------------------------------ */
-
-/* Find tensor `name` and check it has exactly the expected shape. */
-static const float *find_tensor(const clip_model *m, const uint8_t *index, uint32_t count,
-                                const char *name, int ndim, const int *shape, char *err)
+/* the header's hyperparameters -> the config (checked by check_config) */
+static void read_config(const uint8_t *h, clip_config *c)
 {
-    for (uint32_t t = 0; t < count; t++) {
-        const uint8_t *e = index + (size_t)t * INDEX_ENTRY_BYTES;
-        if (strncmp((const char *)e, name, NAME_BYTES) != 0) continue;
-        uint32_t dtype = rd32(e + 96), nd = rd32(e + 100);
-        uint64_t off = rd64(e + 120), elems = 1;
-        if (dtype != 0) { set_err(err, "tensor %s is not float32", name); return NULL; }
-        if (nd != (uint32_t)ndim) { set_err(err, "tensor %s has %u dimensions, expected %d", name, nd, ndim); return NULL; }
-        for (int i = 0; i < ndim; i++) {
-            if (rd32(e + 104 + 4 * i) != (uint32_t)shape[i]) {
-                set_err(err, "tensor %s has dimension %d of size %u, expected %d", name, i, rd32(e + 104 + 4 * i), shape[i]);
-                return NULL;
-            }
-            elems *= (uint64_t)shape[i];
-        }
-        if (off % 64 != 0 || off < HEADER_BYTES || off > m->size || elems > (m->size - off) / 4) {
-            set_err(err, "tensor %s lies outside the file (truncated or corrupt)", name);
-            return NULL;
-        }
-        return (const float *)(const void *)(m->data + off);
+    clip_preprocess_config *pp = &c->preprocess;
+    c->synthetic = (rd32(h + FIELD_FLAGS) & FLAG_SYNTHETIC) != 0;
+    c->projection_dim = slot_i(h, SLOT_PROJECTION_DIM);
+
+    c->vision.hidden = slot_i(h, SLOT_VISION_HIDDEN_SIZE);
+    c->vision.heads = slot_i(h, SLOT_VISION_NUM_ATTENTION_HEADS);
+    c->vision.layers = slot_i(h, SLOT_VISION_NUM_HIDDEN_LAYERS);
+    c->vision.intermediate = slot_i(h, SLOT_VISION_INTERMEDIATE_SIZE);
+    c->vision.act = slot_i(h, SLOT_VISION_HIDDEN_ACT);
+    c->vision.eps = slot_f(h, SLOT_VISION_LAYER_NORM_EPS);
+    c->patch = slot_i(h, SLOT_VISION_PATCH_SIZE);
+    c->image_size = slot_i(h, SLOT_VISION_IMAGE_SIZE);
+    c->channels = slot_i(h, SLOT_VISION_NUM_CHANNELS);
+
+    c->text.hidden = slot_i(h, SLOT_TEXT_HIDDEN_SIZE);
+    c->text.heads = slot_i(h, SLOT_TEXT_NUM_ATTENTION_HEADS);
+    c->text.layers = slot_i(h, SLOT_TEXT_NUM_HIDDEN_LAYERS);
+    c->text.intermediate = slot_i(h, SLOT_TEXT_INTERMEDIATE_SIZE);
+    c->text.act = slot_i(h, SLOT_TEXT_HIDDEN_ACT);
+    c->text.eps = slot_f(h, SLOT_TEXT_LAYER_NORM_EPS);
+    c->vocab_size = slot_i(h, SLOT_TEXT_VOCAB_SIZE);
+    c->max_positions = slot_i(h, SLOT_TEXT_MAX_POSITION_EMBEDDINGS);
+    c->eos_token_id = slot_i(h, SLOT_TEXT_EOS_TOKEN_ID);
+
+    pp->shortest_edge = slot_i(h, SLOT_SHORTEST_EDGE);
+    pp->crop_h = slot_i(h, SLOT_CROP_HEIGHT);
+    pp->crop_w = slot_i(h, SLOT_CROP_WIDTH);
+    pp->do_resize = slot_i(h, SLOT_DO_RESIZE);
+    pp->do_center_crop = slot_i(h, SLOT_DO_CENTER_CROP);
+    pp->do_rescale = slot_i(h, SLOT_DO_RESCALE);
+    pp->do_normalize = slot_i(h, SLOT_DO_NORMALIZE);
+    pp->rescale_factor = slot_f(h, SLOT_RESCALE_FACTOR);
+    for (int i = 0; i < 3; i++) {
+        pp->mean[i] = slot_f(h, SLOT_IMAGE_MEAN + i);
+        pp->std[i] = slot_f(h, SLOT_IMAGE_STD + i);
     }
-    set_err(err, "tensor %s is missing", name);
-    return NULL;
+    memcpy(c->name, h + FIELD_SOURCE, sizeof c->name - 1);
+    c->name[sizeof c->name - 1] = 0;
 }
-
-#define T1(ptr, name, a) do { int s_[1] = {a}; if (!((ptr) = find_tensor(m, index, count, name, 1, s_, err))) return CLIP_EINPUT; } while (0)
-#define T2(ptr, name, a, b) do { int s_[2] = {a, b}; if (!((ptr) = find_tensor(m, index, count, name, 2, s_, err))) return CLIP_EINPUT; } while (0)
-
-static int load_layers(clip_model *m, const uint8_t *index, uint32_t count, const char *tower,
-                       const clip_tower_config *c, clip_layer *layers, char *err)
-{
-    char name[NAME_BYTES];
-    int d = c->hidden, f = c->intermediate;
-#define LNAME(suffix) (snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", tower, l, suffix), name)
-    for (int l = 0; l < c->layers; l++) {
-        clip_layer *L = &layers[l];
-        T1(L->ln1_w, LNAME("layer_norm1.weight"), d);     T1(L->ln1_b, LNAME("layer_norm1.bias"), d);
-        T2(L->q_w, LNAME("self_attn.q_proj.weight"), d, d); T1(L->q_b, LNAME("self_attn.q_proj.bias"), d);
-        T2(L->k_w, LNAME("self_attn.k_proj.weight"), d, d); T1(L->k_b, LNAME("self_attn.k_proj.bias"), d);
-        T2(L->v_w, LNAME("self_attn.v_proj.weight"), d, d); T1(L->v_b, LNAME("self_attn.v_proj.bias"), d);
-        T2(L->o_w, LNAME("self_attn.out_proj.weight"), d, d); T1(L->o_b, LNAME("self_attn.out_proj.bias"), d);
-        T1(L->ln2_w, LNAME("layer_norm2.weight"), d);     T1(L->ln2_b, LNAME("layer_norm2.bias"), d);
-        T2(L->fc1_w, LNAME("mlp.fc1.weight"), f, d);      T1(L->fc1_b, LNAME("mlp.fc1.bias"), f);
-        T2(L->fc2_w, LNAME("mlp.fc2.weight"), d, f);      T1(L->fc2_b, LNAME("mlp.fc2.bias"), d);
-    }
-#undef LNAME
-    return CLIP_OK;
-}
-
-static int load_weights(clip_model *m, const uint8_t *index, uint32_t count, char *err)
-{
-    const clip_config *c = &m->config;
-    clip_weights *w = &m->w;
-    int td = c->text.hidden, vd = c->vision.hidden, p = c->patch, grid = c->image_size / c->patch;
-    int rc;
-
-    T2(w->token_embedding, "text_model.embeddings.token_embedding.weight", c->vocab_size, td);
-    T2(w->text_position_embedding, "text_model.embeddings.position_embedding.weight", c->max_positions, td);
-    if ((rc = load_layers(m, index, count, "text_model", &c->text, w->text_layers, err))) return rc;
-    T1(w->final_ln_w, "text_model.final_layer_norm.weight", td);
-    T1(w->final_ln_b, "text_model.final_layer_norm.bias", td);
-    T2(w->text_projection, "text_projection.weight", c->projection_dim, td);
-
-    T1(w->class_embedding, "vision_model.embeddings.class_embedding", vd);
-    {
-        int s[4] = {vd, c->channels, p, p};
-        if (!(w->patch_embedding = find_tensor(m, index, count, "vision_model.embeddings.patch_embedding.weight", 4, s, err)))
-            return CLIP_EINPUT;
-    }
-    T2(w->vision_position_embedding, "vision_model.embeddings.position_embedding.weight", 1 + grid * grid, vd);
-    T1(w->pre_ln_w, "vision_model.pre_layrnorm.weight", vd);
-    T1(w->pre_ln_b, "vision_model.pre_layrnorm.bias", vd);
-    if ((rc = load_layers(m, index, count, "vision_model", &c->vision, w->vision_layers, err))) return rc;
-    T1(w->post_ln_w, "vision_model.post_layernorm.weight", vd);
-    T1(w->post_ln_b, "vision_model.post_layernorm.bias", vd);
-    T2(w->visual_projection, "visual_projection.weight", c->projection_dim, vd);
-    if (!(w->logit_scale = find_tensor(m, index, count, "logit_scale", 0, NULL, err))) return CLIP_EINPUT;
-    return CLIP_OK;
-}
-#undef T1
-#undef T2
 
 static int check_tower(const clip_tower_config *t, const char *which, char *err)
 {
@@ -184,42 +681,9 @@ static int check_tower(const clip_tower_config *t, const char *which, char *err)
     return CLIP_OK;
 }
 
-/* Read the 512-byte header: sizes, hyperparameters, preprocessing. */
-static int parse_header(clip_model *m, char *err)
+static int check_config(const clip_config *c, char *err)
 {
-    const uint8_t *h = m->data, *s = h + 56;
-    clip_config *c = &m->config;
-    clip_preprocess_config *pp = &c->preprocess;
-#define SLOT(k) ((int32_t)rd32(s + 4 * (k)))
-#define SLOTF(k) rdf32(s + 4 * (k))
-    if (m->size < HEADER_BYTES || memcmp(h, "CLIPCMOD", 8) != 0) {
-        set_err(err, "not a clip.c model file (convert a Hugging Face checkpoint with convert.py)");
-        return CLIP_EINPUT;
-    }
-    if (rd32(h + 8) != 1) { set_err(err, "model file version %u is not supported (this build reads version 1)", rd32(h + 8)); return CLIP_EINPUT; }
-    if (rd32(h + 12) != HEADER_BYTES) { set_err(err, "corrupt header (header size %u)", rd32(h + 12)); return CLIP_EINPUT; }
-    if (rd64(h + 16) != (uint64_t)m->size) {
-        set_err(err, "the file is %llu bytes but its header says %llu: truncated or corrupt",
-                (unsigned long long)m->size, (unsigned long long)rd64(h + 16));
-        return CLIP_EINPUT;
-    }
-    c->synthetic = rd32(h + 52) & 1;
-    c->projection_dim = SLOT(0);
-    c->vision.hidden = SLOT(1); c->vision.heads = SLOT(2); c->vision.layers = SLOT(3);
-    c->vision.intermediate = SLOT(4); c->vision.act = SLOT(5); c->vision.eps = SLOTF(6);
-    c->patch = SLOT(7); c->image_size = SLOT(8); c->channels = SLOT(9);
-    c->text.hidden = SLOT(10); c->text.heads = SLOT(11); c->text.layers = SLOT(12);
-    c->text.intermediate = SLOT(13); c->text.act = SLOT(14); c->text.eps = SLOTF(15);
-    c->vocab_size = SLOT(16); c->max_positions = SLOT(17); c->eos_token_id = SLOT(18);
-    pp->shortest_edge = SLOT(19); pp->crop_h = SLOT(20); pp->crop_w = SLOT(21);
-    pp->do_resize = SLOT(22); pp->do_center_crop = SLOT(23); pp->do_rescale = SLOT(24); pp->do_normalize = SLOT(25);
-    pp->rescale_factor = SLOTF(26);
-    for (int i = 0; i < 3; i++) { pp->mean[i] = SLOTF(27 + i); pp->std[i] = SLOTF(30 + i); }
-#undef SLOT
-#undef SLOTF
-    memcpy(c->name, h + 312, sizeof c->name - 1);
-    c->name[sizeof c->name - 1] = 0;
-
+    const clip_preprocess_config *pp = &c->preprocess;
     if (check_tower(&c->vision, "vision", err) || check_tower(&c->text, "text", err)) return CLIP_EINPUT;
     if (c->projection_dim < 1 || c->projection_dim > 65536 || c->channels != 3 ||
         c->patch < 1 || c->image_size < c->patch || c->image_size > 4096 || c->image_size % c->patch != 0 ||
@@ -236,6 +700,145 @@ static int parse_header(clip_model *m, char *err)
         return CLIP_EINPUT;
     }
     return CLIP_OK;
+}
+
+/* The fixed fields and the hyperparameters; the sections are checked by load_model. */
+static int parse_header(clip_model *m, char *err)
+{
+    const uint8_t *h = m->data;
+    if (m->size < HEADER_BYTES || memcmp(h + FIELD_MAGIC, "CLIPCMOD", 8) != 0) {
+        set_err(err, "not a clip.c model file (convert a Hugging Face checkpoint with convert.py)");
+        return CLIP_EINPUT;
+    }
+    if (rd32(h + FIELD_VERSION) != FORMAT_VERSION) {
+        set_err(err, "model file version %u is not supported (this build reads version %d)", rd32(h + FIELD_VERSION),
+                FORMAT_VERSION);
+        return CLIP_EINPUT;
+    }
+    if (rd32(h + FIELD_HEADER_BYTES) != HEADER_BYTES) {
+        set_err(err, "corrupt header (header size %u)", rd32(h + FIELD_HEADER_BYTES));
+        return CLIP_EINPUT;
+    }
+    if (rd64(h + FIELD_FILE_BYTES) != (uint64_t)m->size) {
+        set_err(err, "the file is %llu bytes but its header says %llu: truncated or corrupt",
+                (unsigned long long)m->size, (unsigned long long)rd64(h + FIELD_FILE_BYTES));
+        return CLIP_EINPUT;
+    }
+    read_config(h, &m->config);
+    return check_config(&m->config, err);
+}
+
+/* The tensor index, searched by name. The first tensor that is missing or
+ * misshapen sets `failed` (its reason in err); the lookups after it return
+ * NULL at once, and load_weights reports that first reason. */
+typedef struct {
+    const clip_model *m;
+    const uint8_t *entries;   /* count entries of INDEX_ENTRY_BYTES */
+    uint32_t count;
+    int failed;
+    char *err;
+} tensor_index;
+
+/* The data of tensor prefix + name, float32 of exactly the given shape */
+static const float *find_tensor(tensor_index *ix, const char *prefix, const char *name, int ndim, const int *shape)
+{
+    char full[NAME_BYTES + 1];
+    if (ix->failed) return NULL;
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    for (uint32_t t = 0; t < ix->count; t++) {
+        const uint8_t *e = ix->entries + (size_t)t * INDEX_ENTRY_BYTES;
+        uint64_t off = rd64(e + ENTRY_OFFSET), elems = 1, size = ix->m->size;
+        if (strncmp((const char *)e + ENTRY_NAME, full, NAME_BYTES) != 0) continue;
+        ix->failed = 1;
+        if (rd32(e + ENTRY_DTYPE) != CLIP_DTYPE_F32) { set_err(ix->err, "tensor %s is not float32", full); return NULL; }
+        if (rd32(e + ENTRY_NDIM) != (uint32_t)ndim) {
+            set_err(ix->err, "tensor %s has %u dimensions, expected %d", full, rd32(e + ENTRY_NDIM), ndim);
+            return NULL;
+        }
+        for (int i = 0; i < ndim; i++) {
+            uint32_t dim = rd32(e + ENTRY_SHAPE + 4 * i);
+            if (dim != (uint32_t)shape[i]) {
+                set_err(ix->err, "tensor %s has dimension %d of size %u, expected %d", full, i, dim, shape[i]);
+                return NULL;
+            }
+            elems *= (uint64_t)shape[i];
+        }
+        if (off % 64 != 0 || off < HEADER_BYTES || off > size || elems > (size - off) / sizeof(float)) {
+            set_err(ix->err, "tensor %s lies outside the file (truncated or corrupt)", full);
+            return NULL;
+        }
+        ix->failed = 0;
+        return (const float *)(const void *)(ix->m->data + off);
+    }
+    set_err(ix->err, "tensor %s is missing", full);
+    ix->failed = 1;
+    return NULL;
+}
+
+/* A linear layer's weight: where a tensor of the file becomes a clip_weight
+ * (float32 only, as yet; other dtypes will be accepted here). */
+static clip_weight find_weight(tensor_index *ix, const char *prefix, const char *name, int ndim, const int *shape)
+{
+    clip_weight w;
+    w.dtype = CLIP_DTYPE_F32;
+    w.data = find_tensor(ix, prefix, name, ndim, shape);
+    return w;
+}
+
+/* the tensors of layer l of `tower` ("text_model" or "vision_model") */
+static void load_layer(tensor_index *ix, const char *tower, int l, const clip_tower_config *c, clip_layer *L)
+{
+    char p[NAME_BYTES];
+    int d = c->hidden, f = c->intermediate;
+    snprintf(p, sizeof p, "%s.encoder.layers.%d.", tower, l);
+    L->ln1_w = find_tensor(ix, p, "layer_norm1.weight", 1, (const int[]){d});
+    L->ln1_b = find_tensor(ix, p, "layer_norm1.bias", 1, (const int[]){d});
+    L->q_w = find_weight(ix, p, "self_attn.q_proj.weight", 2, (const int[]){d, d});
+    L->q_b = find_tensor(ix, p, "self_attn.q_proj.bias", 1, (const int[]){d});
+    L->k_w = find_weight(ix, p, "self_attn.k_proj.weight", 2, (const int[]){d, d});
+    L->k_b = find_tensor(ix, p, "self_attn.k_proj.bias", 1, (const int[]){d});
+    L->v_w = find_weight(ix, p, "self_attn.v_proj.weight", 2, (const int[]){d, d});
+    L->v_b = find_tensor(ix, p, "self_attn.v_proj.bias", 1, (const int[]){d});
+    L->o_w = find_weight(ix, p, "self_attn.out_proj.weight", 2, (const int[]){d, d});
+    L->o_b = find_tensor(ix, p, "self_attn.out_proj.bias", 1, (const int[]){d});
+    L->ln2_w = find_tensor(ix, p, "layer_norm2.weight", 1, (const int[]){d});
+    L->ln2_b = find_tensor(ix, p, "layer_norm2.bias", 1, (const int[]){d});
+    L->fc1_w = find_weight(ix, p, "mlp.fc1.weight", 2, (const int[]){f, d});
+    L->fc1_b = find_tensor(ix, p, "mlp.fc1.bias", 1, (const int[]){f});
+    L->fc2_w = find_weight(ix, p, "mlp.fc2.weight", 2, (const int[]){d, f});
+    L->fc2_b = find_tensor(ix, p, "mlp.fc2.bias", 1, (const int[]){d});
+}
+
+/* every tensor CLIPModel uses, in the order of its modules */
+static int load_weights(clip_model *m, const uint8_t *entries, uint32_t count, char *err)
+{
+    const clip_config *c = &m->config;
+    clip_weights *w = &m->w;
+    int td = c->text.hidden, vd = c->vision.hidden, p = c->patch, grid = c->image_size / c->patch;
+    int proj = c->projection_dim;
+    tensor_index ix = {m, entries, count, 0, err};
+
+    w->token_embedding = find_tensor(&ix, "text_model.embeddings.", "token_embedding.weight", 2, (const int[]){c->vocab_size, td});
+    w->text_position_embedding = find_tensor(&ix, "text_model.embeddings.", "position_embedding.weight", 2,
+                                             (const int[]){c->max_positions, td});
+    for (int l = 0; l < c->text.layers; l++) load_layer(&ix, "text_model", l, &c->text, &w->text_layers[l]);
+    w->final_ln_w = find_tensor(&ix, "text_model.", "final_layer_norm.weight", 1, (const int[]){td});
+    w->final_ln_b = find_tensor(&ix, "text_model.", "final_layer_norm.bias", 1, (const int[]){td});
+    w->text_projection = find_weight(&ix, "", "text_projection.weight", 2, (const int[]){proj, td});
+
+    w->class_embedding = find_tensor(&ix, "vision_model.embeddings.", "class_embedding", 1, (const int[]){vd});
+    w->patch_embedding = find_weight(&ix, "vision_model.embeddings.", "patch_embedding.weight", 4,
+                                     (const int[]){vd, c->channels, p, p});
+    w->vision_position_embedding = find_tensor(&ix, "vision_model.embeddings.", "position_embedding.weight", 2,
+                                               (const int[]){1 + grid * grid, vd});
+    w->pre_ln_w = find_tensor(&ix, "vision_model.", "pre_layrnorm.weight", 1, (const int[]){vd});
+    w->pre_ln_b = find_tensor(&ix, "vision_model.", "pre_layrnorm.bias", 1, (const int[]){vd});
+    for (int l = 0; l < c->vision.layers; l++) load_layer(&ix, "vision_model", l, &c->vision, &w->vision_layers[l]);
+    w->post_ln_w = find_tensor(&ix, "vision_model.", "post_layernorm.weight", 1, (const int[]){vd});
+    w->post_ln_b = find_tensor(&ix, "vision_model.", "post_layernorm.bias", 1, (const int[]){vd});
+    w->visual_projection = find_weight(&ix, "", "visual_projection.weight", 2, (const int[]){proj, vd});
+    w->logit_scale = find_tensor(&ix, "", "logit_scale", 0, NULL);
+    return ix.failed ? CLIP_EINPUT : CLIP_OK;
 }
 
 static int map_file(clip_model *m, const char *path, char *err)
@@ -291,7 +894,10 @@ static int load_model(clip_model *m, const char *name, char *err)
     uint32_t count;
 
     if ((rc = parse_header(m, why))) goto fail;
-    tok_off = rd64(h + 24); tok_len = rd64(h + 32); idx_off = rd64(h + 40); count = rd32(h + 48);
+    tok_off = rd64(h + FIELD_TOKENIZER_OFFSET);
+    tok_len = rd64(h + FIELD_TOKENIZER_BYTES);
+    idx_off = rd64(h + FIELD_INDEX_OFFSET);
+    count = rd32(h + FIELD_TENSOR_COUNT);
     if (tok_off < HEADER_BYTES || tok_off > m->size || tok_len > m->size - tok_off ||
         idx_off < HEADER_BYTES || idx_off % 8 != 0 || idx_off > m->size ||
         count > (m->size - idx_off) / INDEX_ENTRY_BYTES) {
@@ -361,276 +967,3 @@ const clip_config *clip_get_config(const clip_model *m) { return &m->config; }
 const clip_tokenizer *clip_get_tokenizer(const clip_model *m) { return m->tokenizer; }
 float clip_logit_scale(const clip_model *m) { return expf(m->w.logit_scale[0]); }
 size_t clip_file_size(const clip_model *m) { return m->size; }
-
-/* ------------------------------------------------------------------------ */
-/* The encoder (CLIPEncoder), shared by both towers                          */
-/* ------------------------------------------------------------------------ */
-
-static void dump_stage(clip_dump_fn dump, void *ctx, const char *name, const float *x, int batch, int a, int b)
-{
-    int shape[3] = {batch, a, b};
-    if (!dump) return;
-    if (batch == 1) dump(ctx, name, x, 2, shape + 1);
-    else dump(ctx, name, x, 3, shape);
-}
-
-/* The halves of a CLIPEncoderLayer that work row by row, on `rows` rows:
- * q, k, v = q_proj, k_proj, v_proj(layer_norm1(x)) (h: scratch [rows, d]) */
-static void layer_qkv(float *q, float *k, float *v, float *h, const float *x, const clip_layer *L,
-                      const clip_tower_config *c, int rows)
-{
-    float *qkv[3] = {q, k, v};
-    const float *w[3] = {L->q_w, L->k_w, L->v_w}, *bias[3] = {L->q_b, L->k_b, L->v_b};
-    clip_layer_norm(h, x, L->ln1_w, L->ln1_b, rows, c->hidden, c->eps);
-    clip_linear3(qkv, h, w, bias, rows, c->hidden, c->hidden);
-}
-
-/* x += fc2(act(fc1(layer_norm2(x)))) (h: scratch [rows, d], f: [rows, intermediate]) */
-static void layer_mlp(float *x, float *h, float *f, const clip_layer *L, const clip_tower_config *c, int rows)
-{
-    int d = c->hidden;
-    clip_layer_norm(h, x, L->ln2_w, L->ln2_b, rows, d, c->eps);
-    clip_linear(f, h, L->fc1_w, L->fc1_b, rows, d, c->intermediate);
-    if (c->act == CLIP_ACT_GELU) clip_gelu(f, (size_t)rows * c->intermediate);
-    else clip_quick_gelu(f, (size_t)rows * c->intermediate);
-    clip_linear(h, f, L->fc2_w, L->fc2_b, rows, c->intermediate, d);
-    for (size_t i = 0; i < (size_t)rows * d; i++) x[i] += h[i];
-}
-
-/* CLIPEncoderLayer, pre-norm, on x[batch * n, d] in place (batch sequences of n tokens):
- *   x += out_proj(attention(layer_norm1(x)))
- *   x += fc2(act(fc1(layer_norm2(x))))
- * The matrix products run over all batch * n rows at once, so a batch shares
- * every read of the weights; attention runs per sequence.
- * buf holds 5*rows*d + rows*inter + n*n floats. */
-static void encoder_layer(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
-                          int causal, float *buf)
-{
-    int d = c->hidden, hd = d / c->heads, rows = batch * n;
-    size_t nd = (size_t)rows * d;
-    float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
-    float scale = 1.0f / sqrtf((float)hd);
-
-    layer_qkv(q, k, v, h, x, L, c, rows);
-    for (size_t i = 0; i < nd; i++) q[i] *= scale;
-    for (int b = 0; b < batch; b++) {
-        size_t off = (size_t)b * n * d;
-        clip_attention(o + off, q + off, k + off, v + off, n, c->heads, hd, causal, s);
-    }
-    clip_linear(h, o, L->o_w, L->o_b, rows, d, d);
-    for (size_t i = 0; i < nd; i++) x[i] += h[i];
-    layer_mlp(x, h, f, L, c, rows);
-}
-
-/* The same layer when only token pool[b] of sequence b is read after it
- * (the last layer, when no hidden state is dumped: the class token of an
- * image, pool NULL for row 0; the end-of-text token of a text). Keys and
- * values are needed for every token; the query, attention, out_proj and MLP
- * only for the batch pooled rows, gathered into xp, which saves most of the
- * layer. The other rows of x are left as they were. Same buffer as
- * encoder_layer; n >= 2. */
-static void encoder_layer_pooled(float *x, const clip_layer *L, const clip_tower_config *c, int batch, int n,
-                                 int causal, const int *pool, float *buf)
-{
-    int d = c->hidden, hd = d / c->heads, rows = batch * n;
-    size_t nd = (size_t)rows * d, bd = (size_t)batch * d;
-    float *h = buf, *q = h + nd, *k = q + nd, *v = k + nd, *o = v + nd, *f = o + nd, *s = f + (size_t)rows * c->intermediate;
-    float *xp = h, *hp = h + bd;   /* h (and q after attention) are free by then */
-    float scale = 1.0f / sqrtf((float)hd);
-
-    layer_qkv(q, k, v, h, x, L, c, rows);
-    for (int b = 0; b < batch; b++) {
-        int pb = pool ? pool[b] : 0;
-        size_t row = (size_t)b * n + pb, off = (size_t)b * n * d;
-        for (int i = 0; i < d; i++) q[row * d + i] *= scale;
-        clip_attention_query(o + (size_t)b * d, q + row * d, k + off, v + off, causal ? pb + 1 : n, c->heads, hd, s);
-        memcpy(xp + (size_t)b * d, x + row * d, (size_t)d * sizeof(float));
-    }
-    clip_linear(hp, o, L->o_w, L->o_b, batch, d, d);
-    for (size_t i = 0; i < bd; i++) xp[i] += hp[i];
-    layer_mlp(xp, hp, f, L, c, batch);
-    for (int b = 0; b < batch; b++)
-        memcpy(x + ((size_t)b * n + (pool ? pool[b] : 0)) * d, xp + (size_t)b * d, (size_t)d * sizeof(float));
-}
-
-/* CLIPEncoder: the layers in turn, dumping "<tower>_hidden_NN" before each
- * layer and after the last (Hugging Face's hidden_states). Without a dump,
- * the last layer computes only row pool[b] of each sequence b (row 0 when
- * pool is NULL). */
-static void encoder(float *x, const clip_layer *layers, const clip_tower_config *c, int batch, int n, int causal,
-                    const int *pool, float *buf, const char *tower, clip_dump_fn dump, void *ctx)
-{
-    char name[64];
-    for (int l = 0; l <= c->layers; l++) {
-        if (dump) {
-            snprintf(name, sizeof name, "%s_hidden_%02d", tower, l);
-            dump_stage(dump, ctx, name, x, batch, n, c->hidden);
-        }
-        if (l == c->layers - 1 && !dump && n >= 2) encoder_layer_pooled(x, &layers[l], c, batch, n, causal, pool, buf);
-        else if (l < c->layers) encoder_layer(x, &layers[l], c, batch, n, causal, buf);
-    }
-}
-
-/* x[rows, d] followed by the encoder's scratch and `extra` floats. The size
- * is added up in double (exact below 2^53), so that it cannot wrap around a
- * 32-bit size_t and leave the buffer short. */
-static float *encoder_alloc(const clip_tower_config *c, int batch, int n, double extra, char *err)
-{
-    double rows = (double)batch * n;
-    double floats = rows * c->hidden * 6 + rows * c->intermediate + (double)n * n + extra;
-    float *buf = floats * sizeof(float) < (double)((size_t)-1) ? malloc((size_t)floats * sizeof(float)) : NULL;
-    if (!buf) set_err(err, "out of memory (%.0f bytes of activations)", floats * sizeof(float));
-    return buf;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Text tower: CLIPTextTransformer + text_projection                         */
-/* ------------------------------------------------------------------------ */
-/* For each text b: ids[b][n_b] -> embeddings token_embedding[ids] +
- * position_embedding[0..n_b) -> causal encoder -> final_layer_norm ->
- * pooled row -> features[b][proj]. A batch runs as count sequences of the
- * longest length n, the shorter ones padded at the end with their last id:
- * with causal attention no real token sees a later one, so each text gets
- * what it would get alone (the matrix products may round differently for
- * more rows), and all share every read of the weights. */
-static int encode_texts(clip_model *m, const int32_t *const *ids, const int *lens, int count, float *features,
-                        clip_dump_fn dump, void *ctx, char *err)
-{
-    const clip_config *c = &m->config;
-    int d = c->text.hidden, n = 0, *pool;
-    if (count < 1) { set_err(err, "no texts to encode"); return CLIP_EINPUT; }
-    for (int b = 0; b < count; b++) {
-        if (lens[b] < 1 || lens[b] > c->max_positions) {
-            set_err(err, "a text must have between 1 and %d tokens (got %d)", c->max_positions, lens[b]);
-            return CLIP_EINPUT;
-        }
-        for (int i = 0; i < lens[b]; i++) {
-            if (ids[b][i] < 0 || ids[b][i] >= c->vocab_size) {
-                set_err(err, "token id %ld at position %d is outside the vocabulary (0..%d)", (long)ids[b][i], i, c->vocab_size - 1);
-                return CLIP_EINPUT;
-            }
-        }
-        n = lens[b] > n ? lens[b] : n;
-    }
-    float *x = encoder_alloc(&c->text, count, n, (double)count * d, err);
-    if (!x) return CLIP_ENOMEM;
-    if (!(pool = malloc((size_t)count * sizeof *pool))) {
-        free(x);
-        set_err(err, "out of memory");
-        return CLIP_ENOMEM;
-    }
-    float *buf = x + (size_t)count * n * d, *pooled = buf + (size_t)count * n * (5 * d + c->text.intermediate) + (size_t)n * n;
-
-    for (int b = 0; b < count; b++) {
-        const int32_t *id = ids[b];
-        int len = lens[b], *pb = &pool[b];
-        for (int i = 0; i < n; i++) {
-            const float *t = m->w.token_embedding + (size_t)id[i < len ? i : len - 1] * d;
-            const float *p = m->w.text_position_embedding + (size_t)i * d;
-            float *xi = x + ((size_t)b * n + i) * d;
-            for (int j = 0; j < d; j++) xi[j] = t[j] + p[j];
-        }
-        /* Pooling: legacy configs (eos_token_id == 2) take the position of the
-         * largest id (the eos token has the largest id in CLIP's vocabulary);
-         * others the first position holding eos_token_id (the last if absent). */
-        *pb = 0;
-        if (c->eos_token_id == 2) {
-            for (int i = 1; i < len; i++) if (id[i] > id[*pb]) *pb = i;
-        } else {
-            *pb = len - 1;
-            for (int i = 0; i < len; i++) if (id[i] == c->eos_token_id) { *pb = i; break; }
-        }
-    }
-    encoder(x, m->w.text_layers, &c->text, count, n, 1, pool, buf, "text", dump, ctx);
-    if (dump) {   /* one text (clip_encode_text) */
-        clip_layer_norm(x, x, m->w.final_ln_w, m->w.final_ln_b, n, d, c->text.eps);
-        dump_stage(dump, ctx, "text_last_hidden", x, 1, n, d);
-    }
-    for (int b = 0; b < count; b++) {   /* only the pooled rows are used */
-        const float *xb = x + ((size_t)b * n + pool[b]) * d;
-        if (dump) memcpy(pooled + (size_t)b * d, xb, (size_t)d * sizeof(float));
-        else clip_layer_norm(pooled + (size_t)b * d, xb, m->w.final_ln_w, m->w.final_ln_b, 1, d, c->text.eps);
-    }
-    dump_stage(dump, ctx, "text_pooled", pooled, 1, 1, d);
-    clip_linear(features, pooled, m->w.text_projection, NULL, count, d, c->projection_dim);
-    dump_stage(dump, ctx, "text_features", features, 1, 1, c->projection_dim);
-    free(pool);
-    free(x);
-    return CLIP_OK;
-}
-
-int clip_encode_text(clip_model *m, const int32_t *ids, int n, float *features,
-                     clip_dump_fn dump, void *ctx, char *err)
-{
-    return encode_texts(m, &ids, &n, 1, features, dump, ctx, err);
-}
-
-int clip_encode_texts(clip_model *m, const int32_t *const *ids, const int *lens, int count, float *features, char *err)
-{
-    return encode_texts(m, ids, lens, count, features, NULL, NULL, err);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Vision tower: CLIPVisionTransformer + visual_projection                   */
-/* ------------------------------------------------------------------------ */
-/* pixels [count, 3, S, S] -> patch embedding (conv p x p, stride p, no bias)
- * as a matrix product of the flattened patches [g*g, 3*p*p] with the weight
- * [d, 3*p*p]; prepend class_embedding, add position_embedding -> x[1 + g*g, d]
- * -> pre_layrnorm -> encoder -> post_layernorm(x[0]) -> features[count, proj]. */
-int clip_encode_images(clip_model *m, const float *pixels, int count, float *features,
-                       clip_dump_fn dump, void *ctx, char *err)
-{
-    const clip_config *c = &m->config;
-    int d = c->vision.hidden, p = c->patch, S = c->image_size, g = S / p, n = 1 + g * g, pp = 3 * p * p;
-    size_t rows = (size_t)count * n;
-    if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
-    float *x = encoder_alloc(&c->vision, count, n, (double)g * g * pp + (double)count * d, err);
-    if (!x) return CLIP_ENOMEM;
-    float *buf = x + rows * d, *patches = buf + rows * d * 5 + rows * c->vision.intermediate + (size_t)n * n;
-    float *pooled = patches + (size_t)g * g * pp;
-
-    for (int b = 0; b < count; b++) {
-        const float *px = pixels + (size_t)b * 3 * S * S;
-        float *xb = x + (size_t)b * n * d;
-        /* im2col: patch (gy, gx) -> row gy*g+gx, columns in (channel, ky, kx) order */
-        for (int gy = 0; gy < g; gy++)
-            for (int gx = 0; gx < g; gx++) {
-                float *row = patches + (size_t)(gy * g + gx) * pp;
-                for (int ch = 0; ch < 3; ch++)
-                    for (int ky = 0; ky < p; ky++)
-                        memcpy(row + (ch * p + ky) * p, px + ((size_t)ch * S + gy * p + ky) * S + gx * p, p * sizeof(float));
-            }
-        clip_linear(xb + d, patches, m->w.patch_embedding, NULL, g * g, pp, d);
-        memcpy(xb, m->w.class_embedding, d * sizeof(float));
-        for (size_t i = 0; i < (size_t)n * d; i++) xb[i] += m->w.vision_position_embedding[i];
-    }
-    dump_stage(dump, ctx, "image_embeddings", x, count, n, d);
-    clip_layer_norm(x, x, m->w.pre_ln_w, m->w.pre_ln_b, (int)rows, d, c->vision.eps);
-
-    encoder(x, m->w.vision_layers, &c->vision, count, n, 0, NULL, buf, "image", dump, ctx);
-    dump_stage(dump, ctx, "image_last_hidden", x, count, n, d);
-    for (int b = 0; b < count; b++)
-        clip_layer_norm(pooled + (size_t)b * d, x + (size_t)b * n * d, m->w.post_ln_w, m->w.post_ln_b, 1, d, c->vision.eps);
-    dump_stage(dump, ctx, "image_pooled", pooled, 1, count, d);
-    clip_linear(features, pooled, m->w.visual_projection, NULL, count, d, c->projection_dim);
-    dump_stage(dump, ctx, "image_features", features, 1, count, c->projection_dim);
-    free(x);
-    return CLIP_OK;
-}
-
-int clip_encode_image(clip_model *m, const float *pixels, float *features,
-                      clip_dump_fn dump, void *ctx, char *err)
-{
-    return clip_encode_images(m, pixels, 1, features, dump, ctx, err);
-}
-
-/* image_embeds = features / ||features||_2 (likewise text_embeds) */
-void clip_normalize(float *v, int n)
-{
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
-    if (ss > 0.0) {
-        double inv = 1.0 / sqrt(ss);
-        for (int i = 0; i < n; i++) v[i] = (float)(v[i] * inv);
-    }
-}

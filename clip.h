@@ -5,7 +5,8 @@
  *   text  -> tokenizer.c: bytes -> ids                         (CLIPTokenizer)
  *   image -> image.c: file -> RGB -> resize -> crop -> floats   (CLIPImageProcessor)
  *   ids, pixel values -> clip.c: transformers -> embeddings     (CLIPModel)
- *   tensor.c: the arithmetic both towers share (matmul, layer norm, attention)
+ *   tensor.c: the arithmetic both towers share (matmul, layer norm, attention),
+ *             reference kernels first, then fast ones
  *
  * The library never prints, exits or aborts. Every function that can fail
  * returns 0 on success or a CLIP_E* code, and writes one sentence saying
@@ -98,18 +99,54 @@ int clip_tokenizer_context_length(const clip_tokenizer *tok);
 /* ---------------------------------------------------------------------- */
 /* Tensor kernels (tensor.c)                                               */
 /* ---------------------------------------------------------------------- */
+/* Row-major float32 arrays. Two sets compute the same things: the fast
+ * kernels (clip_linear, ...) and the reference kernels (clip_ref_*), plain
+ * loops whose every sum runs in one fixed order in double, whatever the
+ * vector width and thread count. A build with CLIP_REFERENCE defined
+ * (make REFERENCE=1) makes the clip_* kernels the reference ones. */
+
+/* Which kernels this build runs, e.g. "fast kernels for AVX-512, OpenMP
+ * threads" or "reference kernels, one thread". */
+const char *clip_build_info(void);
 
 /* y[n, out] = x[n, in] @ w[out, in]^T + b[out]   (torch.nn.Linear; b may be NULL) */
 void clip_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
 /* y[i] = clip_linear(x, w[i], b[i]) for i < 3 in one pass (q_proj, k_proj, v_proj on one input) */
 void clip_linear3(float *const y[3], const float *x, const float *const w[3], const float *const b[3],
                   int n, int in, int out);
+
+/* A weight matrix [out, in] as the model file stores it: its dtype (the
+ * tensor index's dtype field) and where its values lie. Float32 is the only
+ * dtype so far; float16 and int8 blocks are planned, each with a kernel of
+ * its own behind clip_linear_weight. */
+enum { CLIP_DTYPE_F32 = 0 };
+typedef struct {
+    int dtype;
+    const void *data;
+} clip_weight;
+
+/* Floats of scratch clip_linear_weight needs for n rows of `in` values
+ * (0: none), for every smaller n and in too. */
+size_t clip_linear_scratch(int n, int in);
+/* clip_linear for a weight of any dtype, taking its working memory from
+ * scratch (clip_linear_scratch(n, in) floats), so that it allocates
+ * nothing; with scratch NULL it allocates per call, as clip_linear does. */
+void clip_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
+                        float *scratch);
+void clip_linear3_weight(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
+                         int n, int in, int out, float *scratch);
+
 /* torch.nn.LayerNorm over the last dimension d, biased variance */
 void clip_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps);
 /* softmax over each row of x[n, d], in place */
 void clip_softmax(float *x, int n, int d);
+
+/* Floats of scratch clip_attention needs for n tokens (for every smaller n
+ * too); it depends on neither the thread count nor the batch. */
+size_t clip_attention_scratch(int n, int heads, int head_dim);
 /* multi-head attention: out[n, h*hd] from q, k, v [n, h*hd] (q already scaled);
- * causal: token i sees keys 0..i only. scratch holds n floats. */
+ * causal: token i sees keys 0..i only. scratch holds
+ * clip_attention_scratch(n, heads, head_dim) floats; nothing is allocated. */
 void clip_attention(float *out, const float *q, const float *k, const float *v,
                     int n, int heads, int head_dim, int causal, float *scratch);
 /* the same for one query row q[h*hd] against the first len keys and values; scratch holds len floats */
@@ -118,6 +155,19 @@ void clip_attention_query(float *out, const float *q, const float *k, const floa
 void clip_quick_gelu(float *x, size_t n);   /* x * sigmoid(1.702 x) */
 void clip_gelu(float *x, size_t n);         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
 void clip_set_threads(int n);               /* OpenMP threads (no-op without OpenMP) */
+
+/* The reference kernels, the same computations as plain loops (the first
+ * part of tensor.c). clip_ref_attention's scratch holds heads * n floats,
+ * clip_ref_attention_query's len floats. */
+void clip_ref_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+void clip_ref_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps);
+void clip_ref_softmax(float *x, int n, int d);
+void clip_ref_attention(float *out, const float *q, const float *k, const float *v,
+                        int n, int heads, int head_dim, int causal, float *scratch);
+void clip_ref_attention_query(float *out, const float *q, const float *k, const float *v,
+                              int len, int heads, int head_dim, float *scratch);
+void clip_ref_quick_gelu(float *x, size_t n);
+void clip_ref_gelu(float *x, size_t n);
 
 /* ---------------------------------------------------------------------- */
 /* The model (clip.c)                                                      */
@@ -173,6 +223,33 @@ int clip_encode_image(clip_model *model, const float *pixels, float *features,
  * images share every read of the weights, so a batch is faster per image. */
 int clip_encode_images(clip_model *model, const float *pixels, int count, float *features,
                        clip_dump_fn dump, void *dump_ctx, char *err);
+
+/* Scratch memory for the encoders, sized once. The functions above allocate
+ * it per call; a program that encodes many inputs, or that must not
+ * allocate while it encodes, sizes it once with clip_scratch_size, points a
+ * clip_scratch at that many bytes (any alignment; or clip_scratch_alloc)
+ * and passes it to the *_scratch functions below, which allocate nothing.
+ * The memory holds no state between calls. */
+typedef struct {
+    void *data;
+    size_t size;   /* bytes at data */
+} clip_scratch;
+
+/* Bytes of scratch for batches of up to max_images images, and of up to
+ * max_texts texts of up to max_tokens tokens each (0 for max_tokens: the
+ * model's max_positions); 0 when that does not fit in a size_t. */
+size_t clip_scratch_size(const clip_model *model, int max_images, int max_texts, int max_tokens);
+/* malloc clip_scratch_size(...) bytes into s */
+int clip_scratch_alloc(clip_scratch *s, const clip_model *model, int max_images, int max_texts, int max_tokens,
+                       char *err);
+void clip_scratch_free(clip_scratch *s);   /* frees what clip_scratch_alloc allocated */
+/* clip_encode_texts and clip_encode_images (and, with count 1, the single
+ * ones) in the given scratch; CLIP_EINPUT when the batch needs more than
+ * s->size bytes. */
+int clip_encode_texts_scratch(clip_model *model, clip_scratch *s, const int32_t *const *ids, const int *lens,
+                              int count, float *features, clip_dump_fn dump, void *dump_ctx, char *err);
+int clip_encode_images_scratch(clip_model *model, clip_scratch *s, const float *pixels, int count, float *features,
+                               clip_dump_fn dump, void *dump_ctx, char *err);
 /* Scale v[n] to unit L2 norm. */
 void clip_normalize(float *v, int n);
 

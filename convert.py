@@ -78,8 +78,8 @@ FORMAT_VERSION = 1
 HEADER_BYTES = 512
 INDEX_ENTRY_BYTES = 128
 TENSOR_ALIGN = 64
-NAME_FIELD = 96          # tensor name field in the index, NUL padded
-SOURCE_FIELD = 128       # header "name" field: where the checkpoint came from
+NAME_FIELD = 96          # tensor index field "name", NUL padded
+SOURCE_FIELD = 128       # header field "source": where the checkpoint came from
 FLAG_SYNTHETIC = 1
 I32_MAX = 2**31 - 1
 U32_MAX = 2**32 - 1
@@ -964,37 +964,93 @@ def match_tensors(cfg, tensors):
 
 
 # ---------------------------------------------------------------------------
-# The model file (format v1; all little-endian):
-#   header, 512 bytes:
-#     0 "CLIPCMOD" | 8 u32 version 1 | 12 u32 header_bytes 512 | 16 u64 file_bytes
-#     24 u64 tokenizer_offset | 32 u64 tokenizer_bytes | 40 u64 tensor_index_offset
-#     48 u32 n_tensors | 52 u32 flags (bit 0 synthetic)
-#     56 64 slots of i32/f32 (hyperparameters, see header_slots())
-#     312 char[128] source name | 440..511 zero
-#   tokenizer section (see pack_tokenizer()), at an 8-byte boundary
-#   tensor index: n_tensors x 128 bytes: char[96] name, u32 dtype (0 = f32),
-#     u32 ndim, u32 shape[4], u64 absolute data offset (64-byte aligned)
-#   tensor data: float32, row-major, PyTorch shapes; file ends after the last tensor
+# The model file (format v1; all little-endian): a header, the tokenizer
+# section (pack_tokenizer()) at an 8-byte boundary, the tensor index, then the
+# tensors (float32, row-major, PyTorch shapes, each 64-byte aligned); the file
+# ends after the last tensor. The names below are README.md's ("The model
+# file") and clip.c's (upper case there, after FIELD_, SLOT_ or ENTRY_).
 # ---------------------------------------------------------------------------
 
+# The header, HEADER_BYTES long: (name, byte offset, struct format); 440..511 are zero.
+HEADER_FIELDS = [
+    ("magic", 0, "8s"),              # b"CLIPCMOD"
+    ("version", 8, "I"),             # FORMAT_VERSION
+    ("header_bytes", 12, "I"),       # HEADER_BYTES
+    ("file_bytes", 16, "Q"),         # the size of the whole file
+    ("tokenizer_offset", 24, "Q"),   # where the tokenizer section starts
+    ("tokenizer_bytes", 32, "Q"),    # and its length
+    ("index_offset", 40, "Q"),       # where the tensor index starts
+    ("tensor_count", 48, "I"),       # its entries
+    ("flags", 52, "I"),              # FLAG_SYNTHETIC
+    ("slots", 56, "256s"),           # the 64 slots of HEADER_SLOTS, 4 bytes each
+    ("source", 312, "128s"),         # where the checkpoint came from, UTF-8, NUL padded
+]
+
+# The hyperparameter slots in order: (name, "i" for int32 or "f" for float32,
+# how many slots); the rest of the 64 are zero.
+HEADER_SLOTS = [
+    ("projection_dim", "i", 1),
+    ("vision_hidden_size", "i", 1), ("vision_num_attention_heads", "i", 1), ("vision_num_hidden_layers", "i", 1),
+    ("vision_intermediate_size", "i", 1), ("vision_hidden_act", "i", 1), ("vision_layer_norm_eps", "f", 1),
+    ("vision_patch_size", "i", 1), ("vision_image_size", "i", 1), ("vision_num_channels", "i", 1),
+    ("text_hidden_size", "i", 1), ("text_num_attention_heads", "i", 1), ("text_num_hidden_layers", "i", 1),
+    ("text_intermediate_size", "i", 1), ("text_hidden_act", "i", 1), ("text_layer_norm_eps", "f", 1),
+    ("text_vocab_size", "i", 1), ("text_max_position_embeddings", "i", 1), ("text_eos_token_id", "i", 1),
+    ("shortest_edge", "i", 1), ("crop_height", "i", 1), ("crop_width", "i", 1),
+    ("do_resize", "i", 1), ("do_center_crop", "i", 1), ("do_rescale", "i", 1), ("do_normalize", "i", 1),
+    ("rescale_factor", "f", 1),
+    ("image_mean", "f", 3), ("image_std", "f", 3),
+]
+HEADER_SLOT_COUNT = 64
+
+# A tensor index entry, INDEX_ENTRY_BYTES long: (name, byte offset, struct format)
+INDEX_FIELDS = [
+    ("name", 0, "96s"),      # the Hugging Face name, UTF-8, NUL padded (NAME_FIELD)
+    ("dtype", 96, "I"),      # DTYPE_F32
+    ("ndim", 100, "I"),      # at most 4
+    ("shape", 104, "4I"),    # unused dimensions are 0
+    ("offset", 120, "Q"),    # where the data starts in the file, TENSOR_ALIGN-aligned
+]
+DTYPE_F32 = 0
+
+
+def pack_fields(fields, size, values):
+    """Bytes of `size` with each named field of `fields` at its offset, the rest zero."""
+    out = bytearray(size)
+    for name, offset, fmt in fields:
+        v = values[name]
+        struct.pack_into("<" + fmt, out, offset, *(v if isinstance(v, (list, tuple)) else [v]))
+    return bytes(out)
+
+
+def field_offset(fields, name):
+    return next(offset for n, offset, _ in fields if n == name)
+
+
 def header_slots(cfg, pp):
-    """The 64 hyperparameter slots: (kind, value) with kind "i" or "f"."""
+    """The 64 hyperparameter slots, packed (HEADER_SLOTS)."""
     v, t = cfg["vision"], cfg["text"]
-    slots = [
-        ("i", cfg["projection_dim"]),
-        ("i", v["hidden_size"]), ("i", v["num_attention_heads"]), ("i", v["num_hidden_layers"]),
-        ("i", v["intermediate_size"]), ("i", v["hidden_act"]), ("f", v["layer_norm_eps"]),
-        ("i", v["patch_size"]), ("i", v["image_size"]), ("i", v["num_channels"]),
-        ("i", t["hidden_size"]), ("i", t["num_attention_heads"]), ("i", t["num_hidden_layers"]),
-        ("i", t["intermediate_size"]), ("i", t["hidden_act"]), ("f", t["layer_norm_eps"]),
-        ("i", t["vocab_size"]), ("i", t["max_position_embeddings"]), ("i", t["eos_token_id"]),
-        ("i", pp["shortest_edge"]), ("i", pp["crop_h"]), ("i", pp["crop_w"]),
-        ("i", pp["do_resize"]), ("i", pp["do_center_crop"]), ("i", pp["do_rescale"]), ("i", pp["do_normalize"]),
-        ("f", pp["rescale_factor"]),
-    ]
-    slots += [("f", x) for x in pp["image_mean"]] + [("f", x) for x in pp["image_std"]]
-    slots += [("i", 0)] * (64 - len(slots))
-    return slots
+    values = {
+        "projection_dim": cfg["projection_dim"],
+        "vision_hidden_size": v["hidden_size"], "vision_num_attention_heads": v["num_attention_heads"],
+        "vision_num_hidden_layers": v["num_hidden_layers"], "vision_intermediate_size": v["intermediate_size"],
+        "vision_hidden_act": v["hidden_act"], "vision_layer_norm_eps": v["layer_norm_eps"],
+        "vision_patch_size": v["patch_size"], "vision_image_size": v["image_size"],
+        "vision_num_channels": v["num_channels"],
+        "text_hidden_size": t["hidden_size"], "text_num_attention_heads": t["num_attention_heads"],
+        "text_num_hidden_layers": t["num_hidden_layers"], "text_intermediate_size": t["intermediate_size"],
+        "text_hidden_act": t["hidden_act"], "text_layer_norm_eps": t["layer_norm_eps"],
+        "text_vocab_size": t["vocab_size"], "text_max_position_embeddings": t["max_position_embeddings"],
+        "text_eos_token_id": t["eos_token_id"],
+        "shortest_edge": pp["shortest_edge"], "crop_height": pp["crop_h"], "crop_width": pp["crop_w"],
+        "do_resize": pp["do_resize"], "do_center_crop": pp["do_center_crop"],
+        "do_rescale": pp["do_rescale"], "do_normalize": pp["do_normalize"],
+        "rescale_factor": pp["rescale_factor"], "image_mean": pp["image_mean"], "image_std": pp["image_std"],
+    }
+    out = b""
+    for name, kind, count in HEADER_SLOTS:
+        out += struct.pack("<%d%s" % (count, kind), *(values[name] if count > 1 else [values[name]]))
+    return out + bytes(4 * HEADER_SLOT_COUNT - len(out))
 
 
 def align(n, a):
@@ -1058,7 +1114,9 @@ def write_model(out_path, cfg, pp, tok, picked, source_name, flags):
         if len(encoded) >= NAME_FIELD or len(shape) > 4:
             raise ConvertError("tensor %s does not fit the model file's index" % name)
         pos = align(pos, TENSOR_ALIGN)
-        index.append(struct.pack("<96s6IQ", encoded, 0, len(shape), *(shape + [0] * (4 - len(shape))), pos))
+        index.append(pack_fields(INDEX_FIELDS, INDEX_ENTRY_BYTES, {
+            "name": encoded, "dtype": DTYPE_F32, "ndim": len(shape), "shape": shape + [0] * (4 - len(shape)),
+            "offset": pos}))
         pos += 4 * product(shape)
     file_bytes = pos
 
@@ -1069,11 +1127,10 @@ def write_model(out_path, cfg, pp, tok, picked, source_name, flags):
             break
         except UnicodeDecodeError:
             src = src[:-1]
-    header = struct.pack("<8sIIQQQQII", b"CLIPCMOD", FORMAT_VERSION, HEADER_BYTES, file_bytes,
-                         tok_off, len(tok_bytes), index_off, len(picked), flags)
-    header += b"".join(struct.pack("<i" if k == "i" else "<f", x) for k, x in header_slots(cfg, pp))
-    header += struct.pack("<128s", src)
-    header += bytes(HEADER_BYTES - len(header))
+    header = pack_fields(HEADER_FIELDS, HEADER_BYTES, {
+        "magic": b"CLIPCMOD", "version": FORMAT_VERSION, "header_bytes": HEADER_BYTES, "file_bytes": file_bytes,
+        "tokenizer_offset": tok_off, "tokenizer_bytes": len(tok_bytes), "index_offset": index_off,
+        "tensor_count": len(picked), "flags": flags, "slots": header_slots(cfg, pp), "source": src})
 
     out_dir = os.path.dirname(os.path.abspath(out_path))
     try:
@@ -1088,7 +1145,7 @@ def write_model(out_path, cfg, pp, tok, picked, source_name, flags):
             f.write(bytes(index_off - f.tell()))
             f.write(b"".join(index))
             for (name, shape, t), entry in zip(picked, index):
-                offset = struct.unpack_from("<Q", entry, 120)[0]
+                offset = struct.unpack_from("<Q", entry, field_offset(INDEX_FIELDS, "offset"))[0]
                 f.write(bytes(offset - f.tell()))
                 data = to_float32(t.read(), t.dtype)
                 if len(data) != 4 * product(shape):

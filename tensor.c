@@ -2,15 +2,23 @@
  *
  * Everything here works on plain row-major float arrays and knows nothing of
  * CLIP: a matrix product shaped like torch.nn.Linear, LayerNorm, softmax,
- * multi-head attention and the two GELU flavours. Reductions whose rounding
- * would otherwise grow with the length (LayerNorm statistics, softmax sums)
- * are carried in double, so results sit closer to a float64 reference than
- * PyTorch's own float32 ones; exponentials are taken in double too.
+ * multi-head attention and the two GELU flavours. The file has two parts:
  *
- * Speed comes from loops that compilers vectorize on their own (plain C99,
- * no intrinsics: inner loops of fixed length over independent lanes) and
- * from OpenMP threads where there is enough work. The model's weights are
- * read where they lie (mmap'ed), once per call, never copied.
+ *   1. Reference kernels (clip_ref_*): each a plain loop, the Hugging Face
+ *      step and the shapes in a comment above it. Read these first. Every
+ *      sum runs in one fixed order, in double (a product of two floats is
+ *      exact in double), and is rounded to float once; threads may split
+ *      rows or columns between them, never a sum. The result therefore
+ *      depends neither on the vector width nor on the number of threads.
+ *   2. Fast kernels: the same computations arranged for vector units, caches
+ *      and threads. Each says what it computes that the reference computes,
+ *      and how it is faster. Their sums run in other orders (in lanes, in
+ *      blocks), so they round differently, by about 1e-7 relative.
+ *
+ * The public kernels (clip_linear, clip_layer_norm, ...) are the fast ones,
+ * or, in a build with CLIP_REFERENCE defined (make REFERENCE=1), the
+ * reference ones; the last section of the file says which. The model's
+ * weights are read where they lie (mmap'ed), never copied.
  */
 #include "clip.h"
 
@@ -30,37 +38,263 @@ void clip_set_threads(int n)
 #endif
 }
 
-/* ------------------------------------------------------------------------ */
-/* Matrix product C[m, n] = A[m, k] @ B[n, k]^T (+ bias[n])                  */
-/* ------------------------------------------------------------------------ */
-/* Both operands are k-contiguous, as torch.nn.Linear's input [m, in] and
- * weight [out, in] are. B (the weight) is the big operand, mmap'ed from the
- * model file; A (the activations) is small. Two kernels, both shaped so that
- * gcc and clang vectorize their inner loops over VL lanes and keep every
- * accumulator in a register:
- *
- * - strips (m >= 16): A is copied once per call into k-major order, a strip
- *   of w = 16, 32 or 48 rows at a time (pa[p][t] = A[i0 + t][p]). For a tile
- *   of NB rows of B and one strip, each k step broadcasts NB values of B,
- *   read in place from the weight, and multiplies them with the strip's row
- *   of pa: NB x w accumulators, no copy of the weight at all. Each KC block
- *   of k is summed on its own and then added up (shorter chains, less
- *   rounding).
- * - dots (m < 16, a short text): every output is a dot product of a row of
- *   A with a row of B; one row of A against 8 rows of B keeps VL partial
- *   sums per output, split by k modulo VL, and adds them pairwise at the
- *   end. Nothing is copied.
- *
- * Threads split the rows of B (the output columns); each weight is read once.
- * B may be several weights side by side (q_proj, k_proj and v_proj, which
- * read the same input): column j of the product is row j % n of part j / n,
- * written to that part's output. One copy of A and one split of the work
- * then serve all three. */
+const char *clip_build_info(void)
+{
+    return
+#ifdef CLIP_REFERENCE
+        "reference kernels"
+#else
+        "fast kernels"
+#if defined(__AVX512F__)
+        " for AVX-512"
+#elif defined(__AVX2__)
+        " for AVX2"
+#elif defined(__ARM_NEON)
+        " for NEON"
+#elif defined(__wasm_simd128__)
+        " for WebAssembly SIMD"
+#endif
+#endif
+#ifdef _OPENMP
+        ", OpenMP threads"
+#else
+        ", one thread"
+#endif
+        ;
+}
 
-#define VL 16      /* lanes the kernels are shaped for: one AVX-512 register of floats */
-#define NB 6       /* rows of B per strip tile */
-#define SW 48      /* widest strip of A rows */
-#define KC 256     /* k steps summed on their own */
+/* ------------------------------------------------------------------------ */
+/* The transcendentals: every exp and erf of both parts goes through these   */
+/* ------------------------------------------------------------------------ */
+/* exp in double, written out so that compilers vectorize it (libm's exp is a
+ * call per element): z = n ln2 + r with |r| <= ln2/2, e^r by its Taylor
+ * series to r^13 (relative error below 1e-16), 2^n built in the exponent
+ * bits from the integer that rounding left in the low bits of
+ * z / ln2 + 1.5 * 2^52. Callers keep |z| <= 708 (NaN goes through as NaN,
+ * and no out-of-range conversion happens). Only IEEE double additions and
+ * multiplications: without FMA contraction, the same bits on every machine. */
+static inline double tensor_exp(double z)
+{
+    double big = z * 1.4426950408889634074 + 0x1.8p52, n = big - 0x1.8p52;
+    double r = (z - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10, p, s;
+    uint64_t bits;
+    p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    memcpy(&bits, &big, sizeof bits);
+    bits = (bits - 0x4338000000000000u + 1023u) << 52;   /* (n + 1023) << 52 */
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+/* erf: libm's, the one call to it */
+static inline double tensor_erf(double x)
+{
+    return erf(x);
+}
+
+#define EXP_LIMIT 700.0        /* |z| for tensor_exp is kept below this (e^700 ~ 1e304) */
+#define SIGMOID_LIMIT 400.0    /* beyond |x| = 400, float(sigmoid(1.702 x)) is exactly 0 or 1 */
+
+/* ======================================================================== */
+/* Part 1: reference kernels                                                 */
+/* ======================================================================== */
+/* Plain loops over the textbook formulas. Each output is one sum, k = 0, 1,
+ * ... in order, in double, rounded to float once. A product of two floats
+ * is exact in double, so in the matrix products FMA contraction could not
+ * change a sum either; LayerNorm's variance and tensor_exp multiply doubles,
+ * which is why the reference build turns contraction off
+ * (-ffp-contract=off). (On i386 without SSE2, x87 rounds each double twice:
+ * a bit-reproducible i386 build needs -msse2 -mfpmath=sse.) Threads
+ * (OpenMP) take whole output columns or heads. Values the model keeps in
+ * float32 between steps (a score, a probability) are stored as float. */
+
+#define REF_PARALLEL_MIN 100000.0   /* multiply-adds below which a reference kernel runs on one thread */
+
+/* torch.nn.Linear (CLIP's q/k/v/out_proj, fc1, fc2, the projections):
+ *   y[n, out] = x[n, in] @ w[out, in]^T + b[out]        (b may be NULL)
+ * Threads split the output columns: each row of w is read once, and stays in
+ * cache while every row of x passes over it. */
+void clip_ref_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out)
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)n * in * out >= REF_PARALLEL_MIN)
+#endif
+    for (int o = 0; o < out; o++) {
+        const float *wo = w + (size_t)o * in;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * in;
+            double s = 0.0;
+            for (int k = 0; k < in; k++) s += (double)xi[k] * wo[k];
+            if (b) s += b[o];
+            y[(size_t)i * out + o] = (float)s;
+        }
+    }
+}
+
+/* torch.nn.LayerNorm(d, eps) over each row of x[n, d] (layer_norm1/2,
+ * pre_layrnorm, post_layernorm, final_layer_norm):
+ *   y = (x - mean) / sqrt(var + eps) * gamma + beta,  var biased (divided by d) */
+void clip_ref_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps)
+{
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        double mean = 0.0, var = 0.0, inv;
+        for (int j = 0; j < d; j++) mean += xi[j];
+        mean /= d;
+        for (int j = 0; j < d; j++) var += (xi[j] - mean) * (xi[j] - mean);
+        var /= d;
+        inv = 1.0 / sqrt(var + (double)eps);
+        for (int j = 0; j < d; j++) y[(size_t)i * d + j] = (float)((xi[j] - mean) * inv * gamma[j] + beta[j]);
+    }
+}
+
+/* softmax over each row of x[n, d], in place (the attention probabilities):
+ *   x_j = exp(x_j - max) / sum_k exp(x_k - max) */
+void clip_ref_softmax(float *x, int n, int d)
+{
+    for (int i = 0; i < n; i++) {
+        float *xi = x + (size_t)i * d, max = xi[0];
+        double sum = 0.0;
+        for (int j = 1; j < d; j++) max = xi[j] > max ? xi[j] : max;
+        for (int j = 0; j < d; j++) {
+            double z = (double)xi[j] - max;
+            xi[j] = (float)tensor_exp(z < -EXP_LIMIT ? -EXP_LIMIT : z);
+            sum += xi[j];
+        }
+        for (int j = 0; j < d; j++) xi[j] = (float)(xi[j] / sum);
+    }
+}
+
+/* Scaled dot-product attention for one query row and one head
+ * (CLIPAttention between the projections and out_proj):
+ *   p[j] = softmax_j(q . k_j)  for j < len,   o = sum_j p[j] v_j
+ * q, o: [hd]; k, v: [len] rows ld floats apart; p: len floats of scratch.
+ * q already carries the 1/sqrt(hd) scale. */
+static void ref_attention_row(float *o, const float *q, const float *k, const float *v, int ld, int len, int hd,
+                              float *p)
+{
+    for (int j = 0; j < len; j++) {
+        double s = 0.0;
+        for (int t = 0; t < hd; t++) s += (double)q[t] * k[(size_t)j * ld + t];
+        p[j] = (float)s;
+    }
+    clip_ref_softmax(p, 1, len);
+    for (int t = 0; t < hd; t++) {
+        double s = 0.0;
+        for (int j = 0; j < len; j++) s += (double)p[j] * v[(size_t)j * ld + t];
+        o[t] = (float)s;
+    }
+}
+
+/* Every head for one query row q[heads * hd] against the first len rows of
+ * k, v [len, heads * hd] -> out[heads * hd]; head h is columns [h hd, (h+1) hd).
+ * scratch: len floats. (The pooled last layer asks this for one row.) */
+void clip_ref_attention_query(float *out, const float *q, const float *k, const float *v,
+                              int len, int heads, int head_dim, float *scratch)
+{
+    int d = heads * head_dim;
+    for (int h = 0; h < heads; h++) {
+        int c = h * head_dim;
+        ref_attention_row(out + c, q + c, k + c, v + c, d, len, head_dim, scratch);
+    }
+}
+
+/* Multi-head attention over a whole sequence: q, k, v, out [n, heads * hd].
+ * Row i sees keys 0..i when causal (the text tower), all n otherwise.
+ * scratch: heads * n floats (a row of scores per head, so that threads can
+ * take heads). */
+void clip_ref_attention(float *out, const float *q, const float *k, const float *v,
+                        int n, int heads, int head_dim, int causal, float *scratch)
+{
+    int d = heads * head_dim;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)heads * n * n * head_dim >= REF_PARALLEL_MIN)
+#endif
+    for (int h = 0; h < heads; h++) {
+        int c = h * head_dim;
+        for (int i = 0; i < n; i++)
+            ref_attention_row(out + (size_t)i * d + c, q + (size_t)i * d + c, k + c, v + c, d,
+                              causal ? i + 1 : n, head_dim, scratch + (size_t)h * n);
+    }
+}
+
+/* ACT2FN["quick_gelu"] (OpenAI's checkpoints): x * sigmoid(1.702 x), the
+ * sigmoid in double and rounded to float, as a float32 model has it */
+void clip_ref_quick_gelu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double z = x[i] > SIGMOID_LIMIT ? SIGMOID_LIMIT : x[i] < -SIGMOID_LIMIT ? -SIGMOID_LIMIT : x[i];
+        x[i] = x[i] * (float)(1.0 / (1.0 + tensor_exp(-1.702 * z)));
+    }
+}
+
+/* ACT2FN["gelu"], the exact one: 0.5 x (1 + erf(x / sqrt 2)) */
+void clip_ref_gelu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + tensor_erf(x[i] * 0.70710678118654752440)));
+}
+
+/* In a reference build every public kernel below is its reference. */
+#ifdef CLIP_REFERENCE
+
+size_t clip_linear_scratch(int n, int in) { (void)n; (void)in; return 0; }
+size_t clip_attention_scratch(int n, int heads, int head_dim) { (void)head_dim; return n > 0 && heads > 0 ? (size_t)heads * n : 0; }
+
+void clip_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
+                        float *scratch)
+{
+    (void)scratch;
+    clip_ref_linear(y, x, (const float *)w->data, b, n, in, out);   /* CLIP_DTYPE_F32, the only dtype so far */
+}
+
+void clip_linear3_weight(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
+                         int n, int in, int out, float *scratch)
+{
+    for (int p = 0; p < 3; p++) clip_linear_weight(y[p], x, w[p], b[p], n, in, out, scratch);
+}
+
+void clip_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps)
+{
+    clip_ref_layer_norm(y, x, gamma, beta, n, d, eps);
+}
+
+void clip_softmax(float *x, int n, int d) { clip_ref_softmax(x, n, d); }
+
+void clip_attention(float *out, const float *q, const float *k, const float *v,
+                    int n, int heads, int head_dim, int causal, float *scratch)
+{
+    clip_ref_attention(out, q, k, v, n, heads, head_dim, causal, scratch);
+}
+
+void clip_attention_query(float *out, const float *q, const float *k, const float *v,
+                          int len, int heads, int head_dim, float *scratch)
+{
+    clip_ref_attention_query(out, q, k, v, len, heads, head_dim, scratch);
+}
+
+void clip_quick_gelu(float *x, size_t n) { clip_ref_quick_gelu(x, n); }
+void clip_gelu(float *x, size_t n) { clip_ref_gelu(x, n); }
+
+#else /* the fast kernels */
+
+/* ======================================================================== */
+/* Part 2: fast kernels                                                      */
+/* ======================================================================== */
+/* Speed comes from loops that compilers vectorize on their own (plain C99,
+ * no intrinsics: inner loops of fixed length over independent lanes) and
+ * from OpenMP threads where there is enough work. */
 
 /* Lane loops are independent by construction; clang needs telling when it
  * cannot prove that the accumulators and the operands do not overlap. */
@@ -77,6 +311,52 @@ void clip_set_threads(int n)
 #else
 #define NO_JAM
 #endif
+
+/* ------------------------------------------------------------------------ */
+/* Matrix product: clip_ref_linear's y = x w^T + b                           */
+/* ------------------------------------------------------------------------ */
+/* In matrix terms C[m, n] = A[m, k] @ B[n, k]^T (+ bias[n]): A is x, the
+ * activations (small), B is the weight (big, mmap'ed from the model file),
+ * both k-contiguous. Two kernels, both shaped so that gcc and clang
+ * vectorize their inner loops over VL lanes and keep every accumulator in a
+ * register:
+ *
+ * - strips (m >= 16): A is copied once per call into k-major order, a strip
+ *   of w = SW, SW - VL or VL rows at a time (pa[p][t] = A[i0 + t][p]). For a
+ *   tile of NB rows of B and one strip, each k step broadcasts NB values of
+ *   B, read in place from the weight, and multiplies them with the strip's
+ *   row of pa: NB x w accumulators, no copy of the weight at all. Each KC
+ *   block of k is summed on its own and then added up (shorter chains, less
+ *   rounding).
+ * - dots (m < 16, a short text): every output is a dot product of a row of
+ *   A with a row of B; one row of A against DOT_ROWS rows of B keeps VL
+ *   partial sums per output, split by k modulo VL, and adds them pairwise
+ *   at the end. Nothing is copied.
+ *
+ * Against the reference: the same products, summed in float, in lanes and
+ * blocks instead of one chain in double; about 300 GFLOP/s on two cores
+ * where the reference reaches about 3. Threads split the rows of B (the output columns) as the
+ * reference's do; each weight is read once. B may be several weights side
+ * by side (q_proj, k_proj and v_proj, which read the same input): column j
+ * of the product is row j % n of part j / n, written to that part's output.
+ * One copy of A and one split of the work then serve all three. */
+
+/* VL is the vector width the loops are shaped for; the others are facts of
+ * the code below, not knobs: gemm_strip_tile and gemm_dot_2xnb spell out
+ * NB = 6 rows of B (six accumulator arrays), gemm_dot_1x8 DOT_ROWS = 8, and
+ * the strips are SW = 3 VL, 2 VL or VL rows wide (each row of a strip is one
+ * lane of 3, 2 or 1 vectors). */
+#define VL 16          /* lanes: one AVX-512 register of floats */
+#define NB 6           /* rows of B per strip tile */
+#define SW (3 * VL)    /* widest strip of A rows */
+#define DOT_ROWS 8     /* rows of B per dot-product block */
+#define KC 256         /* k steps summed on their own before they are added up */
+#define PACK_K 64      /* k steps per piece of the copy of A (pieces are split between threads) */
+#define GROUP 8        /* tiles of B per thread's unit of work (see gemm_strips) */
+#define MC 512         /* rows of A per pass: bounds the copy of A (MC x k floats) */
+#define GEMM_PARALLEL_MIN 200000.0   /* multiply-adds below which a product runs on one thread */
+typedef char nb_is_six[NB == 6 ? 1 : -1];            /* the tile kernels' six named rows */
+typedef char sw_is_three_vectors[SW == 3 * VL ? 1 : -1];
 
 /* The weight side: `parts` matrices [n, k] (rows ldb apart), each with its
  * bias [n] (or NULL) and its output C [m, n] (rows ldc apart). */
@@ -195,12 +475,13 @@ static void gemm_dot_2xnb(float out[2 * NB], const float *a0, const float *a1, c
 }
 
 /* The strips: A's rows (all but up to 4 of them, see below) padded to a
- * multiple of VL, cut into strips of 48 lanes and, where that leaves 16 or
- * 32 over, one or two of 32 (a 16-lane strip has too few accumulators to
- * hide the latency of the multiply-adds). Strip s holds rows [i0, i0 + rows)
- * in w lanes, zero padded. When m is up to 4 rows past a multiple of VL,
- * those rows are left to plain dot products instead (50 rows = 48 + 2). */
-typedef struct { int m, extra, strips, s48; } strip_layout;
+ * multiple of VL, cut into strips of SW lanes and, where that leaves VL or
+ * 2 VL over, one or two of 2 VL (a VL-lane strip has too few accumulators
+ * to hide the latency of the multiply-adds). Strip s holds rows
+ * [i0, i0 + rows) in w lanes, zero padded. When m is up to 4 rows past a
+ * multiple of VL, those rows are left to plain dot products instead
+ * (50 rows = 48 + 2). */
+typedef struct { int m, extra, strips, wide; } strip_layout;   /* wide: strips of SW lanes */
 
 static strip_layout strip_plan(int m)
 {
@@ -209,17 +490,17 @@ static strip_layout strip_plan(int m)
     L.extra = m > VL && m % VL <= 4 ? m % VL : 0;
     L.m = m - L.extra;
     lanes = (L.m + VL - 1) / VL * VL;
-    if (lanes <= 48) { L.s48 = lanes == 48; L.strips = 1; }
-    else if (lanes % 48 == 0) { L.s48 = lanes / 48; L.strips = L.s48; }
-    else if (lanes % 48 == 32) { L.s48 = lanes / 48; L.strips = L.s48 + 1; }
-    else { L.s48 = lanes / 48 - 1; L.strips = L.s48 + 2; }
+    if (lanes <= SW) { L.wide = lanes == SW; L.strips = 1; }
+    else if (lanes % SW == 0) { L.wide = lanes / SW; L.strips = L.wide; }
+    else if (lanes % SW == 2 * VL) { L.wide = lanes / SW; L.strips = L.wide + 1; }
+    else { L.wide = lanes / SW - 1; L.strips = L.wide + 2; }   /* SW + VL over: two of 2 VL */
     return L;
 }
 
 static void strip_of(const strip_layout *L, int s, int *i0, int *rows, int *w)
 {
-    *i0 = s < L->s48 ? s * 48 : L->s48 * 48 + (s - L->s48) * 32;
-    *w = s < L->s48 ? 48 : L->m - *i0 <= 16 ? 16 : 32;
+    *i0 = s < L->wide ? s * SW : L->wide * SW + (s - L->wide) * 2 * VL;
+    *w = s < L->wide ? SW : L->m - *i0 <= VL ? VL : 2 * VL;
     *rows = L->m - *i0 < *w ? L->m - *i0 : *w;
 }
 
@@ -227,14 +508,13 @@ static void strip_of(const strip_layout *L, int s, int *i0, int *rows, int *w)
  * lines of every row, so that no two threads write the same line), a static
  * share each: one parallel pass, no queue. Within a group, every strip of A
  * passes over the group's rows of B while they are in cache. */
-#define GROUP 8
-
 static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int k, float *pa)
 {
     strip_layout L = strip_plan(m);
-    int n = W->parts * W->n, kpieces = (k + 63) / 64, blocks = (n + NB - 1) / NB, groups = (blocks + GROUP - 1) / GROUP;
+    int n = W->parts * W->n, kpieces = (k + PACK_K - 1) / PACK_K, blocks = (n + NB - 1) / NB;
+    int groups = (blocks + GROUP - 1) / GROUP;
 #ifdef _OPENMP
-#pragma omp parallel if ((double)m * n * k > 200000.0)
+#pragma omp parallel if ((double)m * n * k > GEMM_PARALLEL_MIN)
 #endif
     {
         float tile[NB * SW];
@@ -242,7 +522,7 @@ static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int 
 #pragma omp for schedule(static)
 #endif
         for (int piece = 0; piece < L.strips * kpieces; piece++) {
-            int p0 = piece % kpieces * 64, p1 = p0 + 64 < k ? p0 + 64 : k, i0, rows, w;
+            int p0 = piece % kpieces * PACK_K, p1 = p0 + PACK_K < k ? p0 + PACK_K : k, i0, rows, w;
             strip_of(&L, piece / kpieces, &i0, &rows, &w);
             gemm_pack_strip(pa + (size_t)i0 * k, A, lda, i0, rows, w, p0, p1);
         }
@@ -265,9 +545,9 @@ static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int 
                     const float *bias = biasg + t0;
                     float *const *c = cg + t0;
                     /* one copy of the kernel per width, every loop bound a constant */
-                    if (w == 48) gemm_strip_tile(tile, p, b, k, 48);
-                    else if (w == 32) gemm_strip_tile(tile, p, b, k, 32);
-                    else gemm_strip_tile(tile, p, b, k, 16);
+                    if (w == SW) gemm_strip_tile(tile, p, b, k, SW);
+                    else if (w == 2 * VL) gemm_strip_tile(tile, p, b, k, 2 * VL);
+                    else gemm_strip_tile(tile, p, b, k, VL);
                     gemm_store_tile(c, bias, W->ldc, tile, w, i0, rows, nb);
                     for (int i = L.m; s == L.strips - 1 && i < m; i += 2) {   /* rows left over, two at a time */
                         float out[2 * NB];
@@ -282,12 +562,12 @@ static void gemm_strips(const gemm_cols *W, const float *A, int lda, int m, int 
     }
 }
 
-/* out[r] = a . b[r] for r < 8: eight dot products of length k, VL lanes each */
-static void gemm_dot_1x8(float out[8], const float *a, const float *const b[8], int k)
+/* out[r] = a . b[r] for r < DOT_ROWS: eight dot products of length k, VL lanes each */
+static void gemm_dot_1x8(float out[DOT_ROWS], const float *a, const float *const b[DOT_ROWS], int k)
 {
     const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5], *b6 = b[6], *b7 = b[7];
     float s0[VL] = {0}, s1[VL] = {0}, s2[VL] = {0}, s3[VL] = {0}, s4[VL] = {0}, s5[VL] = {0}, s6[VL] = {0}, s7[VL] = {0};
-    float *s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+    float *s[DOT_ROWS] = {s0, s1, s2, s3, s4, s5, s6, s7};
     int kv = k - k % VL;
     for (int p = 0; p < kv; p += VL) {
         const float *x = a + p;
@@ -297,25 +577,26 @@ static void gemm_dot_1x8(float out[8], const float *a, const float *const b[8], 
             s4[l] += x[l] * b4[p + l]; s5[l] += x[l] * b5[p + l]; s6[l] += x[l] * b6[p + l]; s7[l] += x[l] * b7[p + l];
         }
     }
-    for (int r = 0; r < 8; r++) {
+    for (int r = 0; r < DOT_ROWS; r++) {
         float t = 0.0f;
         for (int p = kv; p < k; p++) t += a[p] * b[r][p];
         out[r] = sum_lanes(s[r]) + t;
     }
 }
+typedef char dot_rows_is_eight[DOT_ROWS == 8 ? 1 : -1];   /* gemm_dot_1x8's eight named sums */
 
-/* every row of A against a block of 8 rows of B, which stays in cache meanwhile */
+/* every row of A against a block of DOT_ROWS rows of B, which stays in cache meanwhile */
 static void gemm_dots(const gemm_cols *W, const float *A, int lda, int m, int k)
 {
-    int n = W->parts * W->n, blocks = (n + 7) / 8;
+    int n = W->parts * W->n, blocks = (n + DOT_ROWS - 1) / DOT_ROWS;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 2) if ((double)m * n * k > 200000.0)
+#pragma omp parallel for schedule(dynamic, 2) if ((double)m * n * k > GEMM_PARALLEL_MIN)
 #endif
     for (int jb = 0; jb < blocks; jb++) {
-        int j0 = jb * 8, nb = n - j0 < 8 ? n - j0 : 8;
-        const float *b[8];
-        float out[8], bias[8], *c[8];
-        cols_of(W, j0, 8, b, bias, c);
+        int j0 = jb * DOT_ROWS, nb = n - j0 < DOT_ROWS ? n - j0 : DOT_ROWS;
+        const float *b[DOT_ROWS];
+        float out[DOT_ROWS], bias[DOT_ROWS], *c[DOT_ROWS];
+        cols_of(W, j0, DOT_ROWS, b, bias, c);
         for (int i = 0; i < m; i++) {
             gemm_dot_1x8(out, A + (size_t)i * lda, b, k);
             for (int r = 0; r < nb; r++) c[r][(size_t)i * W->ldc] = out[r] + bias[r];
@@ -323,11 +604,20 @@ static void gemm_dots(const gemm_cols *W, const float *A, int lda, int m, int k)
     }
 }
 
-#define MC 512   /* rows of A per pass: bounds the copy of A (MC x k floats) */
-
-static void gemm_nt(const gemm_cols *W, const float *A, int lda, int m, int k)
+/* The copy of A for m rows of k: one pass's rows (at most MC) padded to a
+ * multiple of VL; nothing for dot products (m < 16). */
+size_t clip_linear_scratch(int n, int in)
 {
-    float *pa = NULL;
+    int rows = n < MC ? n : MC;
+    if (n < 16 || in <= 0) return 0;
+    return (size_t)((rows + VL - 1) / VL * VL) * (size_t)in;
+}
+
+/* pa: clip_linear_scratch(m, k) floats, or NULL to allocate them here
+ * (without memory for that, dot products do it all) */
+static void gemm_nt(const gemm_cols *W, const float *A, int lda, int m, int k, float *pa)
+{
+    float *own = NULL;
     int passes, rows;
     if (m <= 0 || W->n <= 0) return;
     if (k <= 0) {   /* empty sums */
@@ -340,70 +630,53 @@ static void gemm_nt(const gemm_cols *W, const float *A, int lda, int m, int k)
         gemm_dots(W, A, lda, m, k);
         return;
     }
-    /* passes of at most MC rows, as even as can be; each copied into strips
-     * padded to a multiple of VL rows. Without memory for that, dots. */
-    passes = (m + MC - 1) / MC;
-    rows = (m + passes - 1) / passes;
-    if ((size_t)k <= ((size_t)-1) / sizeof(float) / ((size_t)rows + VL))
-        pa = malloc((size_t)((rows + VL - 1) / VL) * VL * k * sizeof(float));
+    if (!pa && (size_t)k <= ((size_t)-1) / sizeof(float) / ((size_t)MC + VL))
+        pa = own = malloc(clip_linear_scratch(m, k) * sizeof(float));
     if (!pa) {
         gemm_dots(W, A, lda, m, k);
         return;
     }
+    /* passes of at most MC rows, as even as can be */
+    passes = (m + MC - 1) / MC;
+    rows = (m + passes - 1) / passes;
     for (int i0 = 0; i0 < m; i0 += rows) {
         gemm_cols part = *W;
         for (int p = 0; p < W->parts; p++) part.C[p] = W->C[p] + (size_t)i0 * W->ldc;
         gemm_strips(&part, A + (size_t)i0 * lda, lda, m - i0 < rows ? m - i0 : rows, k, pa);
     }
-    free(pa);
+    free(own);
 }
 
-/* torch.nn.Linear: y[n, out] = x[n, in] @ w[out, in]^T + b[out] */
-void clip_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out)
+/* A weight becomes the kernels' argument here: float32, the only dtype so
+ * far, is the matrix itself (float16 and int8 blocks will get kernels of
+ * their own, chosen by w->dtype). */
+void clip_linear_weight(float *y, const float *x, const clip_weight *w, const float *b, int n, int in, int out,
+                        float *scratch)
 {
-    gemm_cols W = {1, out, in, out, {w}, {b}, {y}};
-    gemm_nt(&W, x, in, n, in);
+    gemm_cols W = {1, out, in, out, {(const float *)w->data}, {b}, {y}};
+    gemm_nt(&W, x, in, n, in, scratch);
 }
 
-/* three of them on the same x, all [out, in] (q_proj, k_proj, v_proj) */
-void clip_linear3(float *const y[3], const float *x, const float *const w[3], const float *const b[3],
-                  int n, int in, int out)
+/* three weights [out, in] on the same x (q_proj, k_proj, v_proj) */
+void clip_linear3_weight(float *const y[3], const float *x, const clip_weight *const w[3], const float *const b[3],
+                         int n, int in, int out, float *scratch)
 {
-    gemm_cols W = {3, out, in, out, {w[0], w[1], w[2]}, {b[0], b[1], b[2]}, {y[0], y[1], y[2]}};
-    gemm_nt(&W, x, in, n, in);
+    gemm_cols W = {3, out, in, out, {(const float *)w[0]->data, (const float *)w[1]->data, (const float *)w[2]->data},
+                   {b[0], b[1], b[2]}, {y[0], y[1], y[2]}};
+    gemm_nt(&W, x, in, n, in, scratch);
 }
 
 /* ------------------------------------------------------------------------ */
-/* exp in double, shaped for vector units                                    */
+/* LayerNorm and softmax: clip_ref_layer_norm's and clip_ref_softmax's sums  */
 /* ------------------------------------------------------------------------ */
-/* libm's exp is a call per element; this one vectorizes. z = n ln2 + r with
- * |r| <= ln2/2, e^r by its Taylor series to r^13 (relative error below
- * 1e-16), 2^n built in the exponent bits from the integer that rounding
- * left in the low bits of z / ln2 + 1.5 * 2^52. Callers keep |z| <= 708
- * (NaN goes through as NaN, and no out-of-range conversion happens). */
-static inline double exp_vec(double z)
+/* The same sums in double, over 8 interleaved lanes (so that they
+ * vectorize), added pairwise at the end; LayerNorm's last step in float.
+ * The integer clamp keeps the loop around tensor_exp vectorizable. */
+#define NORM_PARALLEL_MIN 65536.0   /* elements below which LayerNorm runs on one thread */
+
+static double sum_lanes8(double s[8])
 {
-    double big = z * 1.4426950408889634074 + 0x1.8p52, n = big - 0x1.8p52;
-    double r = (z - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10, p, s;
-    uint64_t bits;
-    p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    memcpy(&bits, &big, sizeof bits);
-    bits = (bits - 0x4338000000000000u + 1023u) << 52;   /* (n + 1023) << 52 */
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
 }
 
 /* |x| limited to the float whose bits are `limit` (NaN kept when keep_nan):
@@ -419,23 +692,13 @@ static inline float clamp_abs(float x, uint32_t limit, int keep_nan)
     return x;
 }
 
-#define F32_400 0x43c80000u   /* 400.0f */
-#define F32_700 0x442f0000u   /* 700.0f */
-
-/* ------------------------------------------------------------------------ */
-/* torch.nn.LayerNorm(d, eps): (x - mean) / sqrt(var + eps) * gamma + beta   */
-/* ------------------------------------------------------------------------ */
-/* The sums run in double over 8 interleaved lanes (vectorized), added
- * pairwise at the end. Rows are independent and split between threads. */
-static double sum_lanes8(double s[8])
-{
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-}
+#define F32_SIGMOID_LIMIT 0x43c80000u   /* SIGMOID_LIMIT, 400.0f */
+#define F32_EXP_LIMIT 0x442f0000u       /* EXP_LIMIT, 700.0f */
 
 void clip_layer_norm(float *y, const float *x, const float *gamma, const float *beta, int n, int d, float eps)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 8) if ((double)n * d >= 65536.0)
+#pragma omp parallel for schedule(dynamic, 8) if ((double)n * d >= NORM_PARALLEL_MIN)
 #endif
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
@@ -456,55 +719,66 @@ void clip_layer_norm(float *y, const float *x, const float *gamma, const float *
     }
 }
 
-/* softmax over the last dimension of x[n, d], in place; the sum in double,
- * over 8 interleaved lanes like LayerNorm's (so that it vectorizes) */
+/* one row of d floats, in place */
+static void softmax_row(float *x, int d)
+{
+    float m[8], max;
+    double s[8] = {0}, inv;
+    int j, dv = d - d % 8;
+    for (int l = 0; l < 8; l++) m[l] = x[0];
+    for (j = 0; j < dv; j += 8)
+        for (int l = 0; l < 8; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    for (; j < d; j++) m[0] = x[j] > m[0] ? x[j] : m[0];
+    max = m[0];
+    for (int l = 1; l < 8; l++) max = m[l] > max ? m[l] : max;
+    for (j = 0; j < d; j++) x[j] = (float)tensor_exp(clamp_abs(x[j] - max, F32_EXP_LIMIT, 1));
+    for (j = 0; j < dv; j += 8)
+        for (int l = 0; l < 8; l++) s[l] += x[j + l];
+    for (; j < d; j++) s[0] += x[j];
+    inv = 1.0 / sum_lanes8(s);
+    for (j = 0; j < d; j++) x[j] = (float)(x[j] * inv);
+}
+
 void clip_softmax(float *x, int n, int d)
 {
-    for (int i = 0; i < n; i++) {
-        float *xi = x + (size_t)i * d, m[8], max;
-        double s[8] = {0}, inv;
-        int j, dv = d - d % 8;
-        for (int l = 0; l < 8; l++) m[l] = xi[0];
-        for (j = 0; j < dv; j += 8)
-            for (int l = 0; l < 8; l++) m[l] = xi[j + l] > m[l] ? xi[j + l] : m[l];
-        for (; j < d; j++) m[0] = xi[j] > m[0] ? xi[j] : m[0];
-        max = m[0];
-        for (int l = 1; l < 8; l++) max = m[l] > max ? m[l] : max;
-        for (j = 0; j < d; j++) xi[j] = (float)exp_vec(clamp_abs(xi[j] - max, F32_700, 1));
-        for (j = 0; j < dv; j += 8)
-            for (int l = 0; l < 8; l++) s[l] += xi[j + l];
-        for (; j < d; j++) s[0] += xi[j];
-        inv = 1.0 / sum_lanes8(s);
-        for (j = 0; j < d; j++) xi[j] = (float)(xi[j] * inv);
-    }
+    for (int i = 0; i < n; i++) softmax_row(x + (size_t)i * d, d);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Scaled dot-product attention, per head (CLIPAttention)                    */
+/* Attention: clip_ref_attention's scores, softmax and weighted sum          */
 /* ------------------------------------------------------------------------ */
-/* q, k, v, out: [n, heads * head_dim], head h in columns [h*hd, (h+1)*hd).
- * q must already carry the 1/sqrt(head_dim) scale. For each head:
- * S = q_h k_h^T [n, n], each row softmaxed over the keys it sees (j <= i
- * when causal, else all; the others weigh 0), then out_h = P v_h. Both
- * products keep their sums in registers: S takes two query rows against 64
- * keys at a time from a transposed copy of k_h; P v_h four rows at a time,
- * so that each row of v is read once per four. Heads are split between
- * threads, each with its own S. When S cannot be allocated, one thread does
- * row by row with scratch (n floats). */
+/* Per head, QB query rows at a time: their scores against every key they
+ * see (two rows against KB keys at a time, from a copy of k_h transposed,
+ * the sums in registers), each row softmaxed, then the QB output rows
+ * together (so that each row of v is read once per QB rows). Heads are
+ * split between threads; each head has its own part of the caller's
+ * scratch, so no thread count enters the memory needed. */
+#define HD 64    /* the head width of every CLIP model: attention_pv4 keeps its sums in registers */
+#define KB 64    /* keys per block of scores */
+#define QB 4     /* query rows per block: attention_pv4's four */
+#define ATTENTION_PARALLEL_MIN 100000.0   /* heads x n x n x head_dim below which one thread does all heads */
+typedef char qb_is_four[QB == 4 ? 1 : -1];
 
-#define HD 64   /* the head width of every CLIP model: P v_h keeps its sums in registers */
-#define KB 64   /* keys per block of scores */
-
-/* S[i][j] = q_i . k_j for i < n, j < ls (ls: n rounded up to KB; keys past n
- * are zeros), rows of S ls apart; kt holds hd * ls floats, k_h transposed.
- * Causal: blocks of keys that no row of the pair sees are skipped. */
-static NO_JAM void attention_scores(float *S, int ls, const float *q, const float *k, int n, int d, int hd, int causal, float *kt)
+/* floats per head: k_h transposed (head_dim x ls) and QB rows of scores (ls
+ * each), ls being n rounded up to KB */
+size_t clip_attention_scratch(int n, int heads, int head_dim)
 {
-    for (int j = 0; j < ls; j++)
-        for (int c = 0; c < hd; c++) kt[(size_t)c * ls + j] = j < n ? k[(size_t)j * d + c] : 0.0f;
-    for (int i0 = 0; i0 < n; i0 += 2) {
-        const float *q0 = q + (size_t)i0 * d, *q1 = i0 + 1 < n ? q0 + d : q0;
-        for (int j0 = 0; j0 < ls && (!causal || j0 <= i0 + 1); j0 += KB) {
+    size_t ls = (size_t)(n + KB - 1) / KB * KB;
+    if (n <= 0 || heads <= 0 || head_dim <= 0) return 0;
+    return (size_t)heads * ((size_t)head_dim + QB) * ls;
+}
+
+/* S[r][j] = q_{i0+r} . k_j for r < rows (<= QB), j < ls in blocks of KB keys
+ * (keys past n are zeros in kt, k_h transposed: kt[c][j] = k_j[c]), rows of
+ * S ls apart. Causal: blocks of keys that neither row of a pair sees are
+ * skipped. */
+static NO_JAM void attention_scores(float *S, int ls, const float *q, int i0, int rows, const float *kt, int d, int hd,
+                                    int causal)
+{
+    for (int r = 0; r < rows; r += 2) {
+        int i = i0 + r;
+        const float *q0 = q + (size_t)i * d, *q1 = r + 1 < rows ? q0 + d : q0;
+        for (int j0 = 0; j0 < ls && (!causal || j0 <= i + 1); j0 += KB) {
             float a0[KB] = {0}, a1[KB] = {0};
             for (int c = 0; c < hd; c++) {
                 const float *kc = kt + (size_t)c * ls + j0;
@@ -512,8 +786,8 @@ static NO_JAM void attention_scores(float *S, int ls, const float *q, const floa
                 LANES
                 for (int t = 0; t < KB; t++) { a0[t] += y0 * kc[t]; a1[t] += y1 * kc[t]; }
             }
-            memcpy(S + (size_t)i0 * ls + j0, a0, sizeof a0);
-            if (i0 + 1 < n) memcpy(S + (size_t)(i0 + 1) * ls + j0, a1, sizeof a1);
+            memcpy(S + (size_t)r * ls + j0, a0, sizeof a0);
+            if (r + 1 < rows) memcpy(S + (size_t)(r + 1) * ls + j0, a1, sizeof a1);
         }
     }
 }
@@ -534,47 +808,70 @@ static NO_JAM void attention_pv4(float *const o[4], const float *const p[4], con
     memcpy(o[2], o2, sizeof o2); memcpy(o[3], o3, sizeof o3);
 }
 
-/* one head; q, k, v, out point at its first column, rows d apart; S holds
- * n * ls + hd * ls floats (ls: n rounded up to KB) */
-static void attention_head(float *out, const float *q, const float *k, const float *v,
-                           int n, int d, int hd, int causal, float *S)
+/* out_i = sum over j < len of S[r][j] v_j for the rows i = i0 + r, r < rows */
+static void attention_pv(float *out, const float *S, int ls, const float *v, int i0, int rows, int d, int hd, int len)
 {
-    int ls = (n + KB - 1) / KB * KB;
-    attention_scores(S, ls, q, k, n, d, hd, causal, S + (size_t)n * ls);
-    for (int i = 0; i < n; i++) {
-        float *p = S + (size_t)i * ls;
-        int len = causal ? i + 1 : n;
-        clip_softmax(p, 1, len);
-        for (int j = len; j < n; j++) p[j] = 0.0f;
-    }
-    for (int i0 = 0; i0 < n; i0 += 4) {
-        int len = causal ? (i0 + 4 < n ? i0 + 4 : n) : n;
-        if (hd == HD) {
-            float spare[HD], *o[4];
-            const float *p[4];
-            for (int r = 0; r < 4; r++) {   /* rows past the end: results dropped */
-                int i = i0 + r < n ? i0 + r : i0;
-                p[r] = S + (size_t)i * ls;
-                o[r] = i0 + r < n ? out + (size_t)i * d : spare;
-            }
-            attention_pv4(o, p, v, d, len);
-        } else {
-            for (int i = i0; i < i0 + 4 && i < n; i++) {
-                float *o = out + (size_t)i * d;
-                const float *p = S + (size_t)i * ls;
-                for (int t = 0; t < hd; t++) o[t] = 0.0f;
-                for (int j = 0; j < len; j++)
-                    for (int t = 0; t < hd; t++) o[t] += p[j] * v[(size_t)j * d + t];
-            }
+    if (hd == HD) {
+        float spare[HD], *o[QB];
+        const float *p[QB];
+        for (int r = 0; r < QB; r++) {   /* rows past the block: results dropped */
+            p[r] = S + (size_t)(r < rows ? r : 0) * ls;
+            o[r] = r < rows ? out + (size_t)(i0 + r) * d : spare;
         }
+        attention_pv4(o, p, v, d, len);
+        return;
+    }
+    for (int r = 0; r < rows; r++) {
+        float *o = out + (size_t)(i0 + r) * d;
+        const float *p = S + (size_t)r * ls;
+        for (int t = 0; t < hd; t++) o[t] = 0.0f;
+        for (int j = 0; j < len; j++)
+            for (int t = 0; t < hd; t++) o[t] += p[j] * v[(size_t)j * d + t];
     }
 }
 
-/* the same for one query row, with its scores in p (len floats) */
+/* one head; q, k, v, out point at its first column, rows d apart; scratch:
+ * clip_attention_scratch(n, 1, hd) floats */
+static void attention_head(float *out, const float *q, const float *k, const float *v,
+                           int n, int d, int hd, int causal, float *scratch)
+{
+    int ls = (n + KB - 1) / KB * KB;
+    float *kt = scratch, *S = scratch + (size_t)hd * ls;
+    for (int j = 0; j < ls; j++)
+        for (int c = 0; c < hd; c++) kt[(size_t)c * ls + j] = j < n ? k[(size_t)j * d + c] : 0.0f;
+    for (int i0 = 0; i0 < n; i0 += QB) {
+        int rows = n - i0 < QB ? n - i0 : QB, len = causal ? i0 + rows : n;   /* keys the block's rows see */
+        attention_scores(S, ls, q, i0, rows, kt, d, hd, causal);
+        for (int r = 0; r < rows; r++) {
+            float *p = S + (size_t)r * ls;
+            int seen = causal ? i0 + r + 1 : n;
+            softmax_row(p, seen);
+            for (int j = seen; j < len; j++) p[j] = 0.0f;
+        }
+        attention_pv(out, S, ls, v, i0, rows, d, hd, len);
+    }
+}
+
+void clip_attention(float *out, const float *q, const float *k, const float *v,
+                    int n, int heads, int head_dim, int causal, float *scratch)
+{
+    int d = heads * head_dim;
+    size_t per_head = clip_attention_scratch(n, 1, head_dim);
+    if (n <= 0 || heads <= 0) return;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (heads > 1 && (double)heads * n * n * head_dim >= ATTENTION_PARALLEL_MIN)
+#endif
+    for (int h = 0; h < heads; h++) {
+        int c = h * head_dim;
+        attention_head(out + c, q + c, k + c, v + c, n, d, head_dim, causal, scratch + (size_t)h * per_head);
+    }
+}
+
+/* ref_attention_row's arithmetic with the fast dot product and softmax */
 static void attention_row(float *o, const float *qi, const float *k, const float *v, int ld, int len, int hd, float *p)
 {
     for (int j = 0; j < len; j++) p[j] = dot_lanes(qi, k + (size_t)j * ld, hd);
-    clip_softmax(p, 1, len);
+    softmax_row(p, len);
     for (int t = 0; t < hd; t++) o[t] = 0.0f;
     for (int j = 0; j < len; j++) {
         const float *vj = v + (size_t)j * ld;
@@ -583,61 +880,22 @@ static void attention_row(float *o, const float *qi, const float *k, const float
     }
 }
 
-/* one query row q[heads * head_dim] (already scaled) against keys and values
- * k, v [len, heads * head_dim]: out[heads * head_dim]; scratch holds len floats */
 void clip_attention_query(float *out, const float *q, const float *k, const float *v,
                           int len, int heads, int head_dim, float *scratch)
 {
     int d = heads * head_dim;
     for (int h = 0; h < heads; h++) {
-        int off = h * head_dim;
-        attention_row(out + off, q + off, k + off, v + off, d, len, head_dim, scratch);
+        int c = h * head_dim;
+        attention_row(out + c, q + c, k + c, v + c, d, len, head_dim, scratch);
     }
 }
 
-void clip_attention(float *out, const float *q, const float *k, const float *v,
-                    int n, int heads, int head_dim, int causal, float *scratch)
-{
-    int d = heads * head_dim, threads = 1;
-    size_t nn = 0;
-    float *S = NULL;
-    if (n <= 0 || heads <= 0) return;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    if (((double)n + head_dim) * (n + KB) * threads * sizeof(float) < (double)((size_t)-1 / 2)) {
-        nn = ((size_t)n + head_dim) * ((n + KB - 1) / KB * KB);
-        S = malloc(nn * threads * sizeof(float));
-    }
-    if (!S) {
-        for (int i = 0; i < n; i++)
-            clip_attention_query(out + (size_t)i * d, q + (size_t)i * d, k, v, causal ? i + 1 : n, heads, head_dim, scratch);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (heads > 1 && (double)heads * n * n * head_dim >= 100000.0)
-#endif
-    {
-        float *mine = S;
-#ifdef _OPENMP
-        mine += nn * omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int h = 0; h < heads; h++) {
-            int off = h * head_dim;
-            attention_head(out + off, q + off, k + off, v + off, n, d, head_dim, causal, mine);
-        }
-    }
-    free(S);
-}
-
 /* ------------------------------------------------------------------------ */
-/* Activations (ACT2FN["quick_gelu"], ACT2FN["gelu"])                        */
+/* Activations: clip_ref_quick_gelu and clip_ref_gelu                        */
 /* ------------------------------------------------------------------------ */
-/* Element-wise, in blocks split between threads. quick_gelu computes the
- * sigmoid in double: x * (float)(1 / (1 + exp(-1.702 x))); beyond |x| = 400
- * the float result no longer changes, so |x| is limited there for exp. */
-#define ACT_BLOCK 4096
+/* The same formulas, element-wise, in blocks split between threads; the
+ * integer clamp lets the quick_gelu loop vectorize with tensor_exp. */
+#define ACT_BLOCK 4096   /* elements per thread's unit of work */
 
 void clip_quick_gelu(float *x, size_t n)
 {
@@ -648,7 +906,7 @@ void clip_quick_gelu(float *x, size_t n)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
         for (size_t i = blk * ACT_BLOCK; i < i1; i++)
-            x[i] = x[i] * (float)(1.0 / (1.0 + exp_vec(-1.702 * clamp_abs(x[i], F32_400, 0))));
+            x[i] = x[i] * (float)(1.0 / (1.0 + tensor_exp(-1.702 * clamp_abs(x[i], F32_SIGMOID_LIMIT, 0))));
     }
 }
 
@@ -661,6 +919,26 @@ void clip_gelu(float *x, size_t n)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i1 = n - blk * ACT_BLOCK < ACT_BLOCK ? n : blk * ACT_BLOCK + ACT_BLOCK;
         for (size_t i = blk * ACT_BLOCK; i < i1; i++)
-            x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+            x[i] = (float)(0.5 * x[i] * (1.0 + tensor_erf(x[i] * 0.70710678118654752440)));
     }
+}
+
+#endif /* CLIP_REFERENCE */
+
+/* ------------------------------------------------------------------------ */
+/* float32 weights given as plain pointers (the original interface)          */
+/* ------------------------------------------------------------------------ */
+
+void clip_linear(float *y, const float *x, const float *w, const float *b, int n, int in, int out)
+{
+    clip_weight W = {CLIP_DTYPE_F32, w};
+    clip_linear_weight(y, x, &W, b, n, in, out, NULL);
+}
+
+void clip_linear3(float *const y[3], const float *x, const float *const w[3], const float *const b[3],
+                  int n, int in, int out)
+{
+    clip_weight W[3] = {{CLIP_DTYPE_F32, w[0]}, {CLIP_DTYPE_F32, w[1]}, {CLIP_DTYPE_F32, w[2]}};
+    const clip_weight *const pw[3] = {&W[0], &W[1], &W[2]};
+    clip_linear3_weight(y, x, pw, b, n, in, out, NULL);
 }

@@ -42,13 +42,11 @@
  *   u8  blob[blob_bytes]
  */
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clip.h"
+#include "internal.h"
 #include "unicode_tables.h"
 
 #define SECTION_HEADER 36
@@ -83,28 +81,10 @@ struct clip_tokenizer {
     int32_t added_head[256];    /* bucket by (first code point & 255) */
 };
 
-#if defined(__GNUC__)
-static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#endif
-
-static void set_err(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, CLIP_ERR_SIZE, fmt, ap);
-    va_end(ap);
-}
-
-static uint32_t rd_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
+/* a little-endian int32 (two's complement, whatever the machine's) */
 static int32_t rd_i32(const uint8_t *p)
 {
-    uint32_t u = rd_u32(p);
+    uint32_t u = rd32le(p);
     return u <= INT32_MAX ? (int32_t)u : -(int32_t)(~u) - 1;
 }
 
@@ -116,28 +96,6 @@ static void *alloc_array(size_t n, size_t size)
     if (n > SIZE_MAX / size)
         return NULL;
     return malloc(n * size);
-}
-
-/* grow a buffer to hold at least `need` elements of `size` bytes; NULL on
- * overflow or out of memory (the old buffer stays valid) */
-static void *grow(void *buf, size_t *cap, size_t need, size_t size)
-{
-    size_t n = *cap ? *cap : 64;
-    void *p;
-    if (need <= *cap)
-        return buf;
-    while (n < need) {
-        if (n > SIZE_MAX / 2)
-            return NULL;
-        n *= 2;
-    }
-    if (n > SIZE_MAX / size)
-        return NULL;
-    p = realloc(buf, n * size);
-    if (!p)
-        return NULL;
-    *cap = n;
-    return p;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -342,165 +300,140 @@ void clip_tokenizer_free(clip_tokenizer *tok)
     free(tok);
 }
 
-/* Parse and validate the tokenizer section; build the merge table
- * (HF BPE's MergeMap: (left, right) -> (rank, merged)), the byte-symbol ids
- * and the added-token matcher (HF AddedVocabulary). */
-int clip_tokenizer_load(clip_tokenizer **out, const uint8_t *sec, size_t size, char *err)
+/* The section's counts and where its parts are (see the top of the file). */
+typedef struct {
+    uint32_t n_vocab, n_merges, n_added, blob_bytes;
+    const uint8_t *offsets, *merges, *added, *blob;
+} section;
+
+/* Job 1: the header. The counts must be plausible and add up to the
+ * section's size exactly; the special ids must be ids of the vocabulary
+ * (pad and unk may be -1: none). */
+static int read_header(clip_tokenizer *tok, section *s, const uint8_t *sec, size_t size, char *err)
 {
-    clip_tokenizer *tok = NULL;
-    uint32_t n_vocab, n_merges, n_added, blob_bytes, i, j, off_prev;
     uint64_t want;
-    const uint8_t *p_off, *p_merges, *p_added, *blob;
-    uint32_t *off = NULL;
-    int32_t *vtab = NULL;
-    uint32_t vmask, nslots;
-    size_t n_cps = 0;
-    int rc = CLIP_EINPUT;
+    if (size < SECTION_HEADER)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer section is %lu bytes, shorter than its 36-byte header",
+                         (unsigned long)size);
+    s->n_vocab = rd32le(sec);
+    s->n_merges = rd32le(sec + 4);
+    s->n_added = rd32le(sec + 8);
+    s->blob_bytes = rd32le(sec + 12);
+    if (s->n_vocab == 0 || s->n_vocab > INT32_MAX / 2 || s->n_merges > INT32_MAX / 2 || s->n_added > INT32_MAX / 2)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer section has implausible counts (%lu tokens, %lu merges, %lu added tokens)",
+                         (unsigned long)s->n_vocab, (unsigned long)s->n_merges, (unsigned long)s->n_added);
+    want = SECTION_HEADER + 4 * ((uint64_t)s->n_vocab + 1) + 12 * (uint64_t)s->n_merges +
+           4 * (uint64_t)s->n_added + s->blob_bytes;
+    if (want != (uint64_t)size)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer section is %lu bytes but its counts say %llu",
+                         (unsigned long)size, (unsigned long long)want);
+    s->offsets = sec + SECTION_HEADER;
+    s->merges = s->offsets + 4 * ((size_t)s->n_vocab + 1);
+    s->added = s->merges + 12 * (size_t)s->n_merges;
+    s->blob = s->added + 4 * (size_t)s->n_added;
 
-    if (out)
-        *out = NULL;
-    if (!out || (!sec && size)) {
-        set_err(err, "clip_tokenizer_load was called with a NULL pointer.");
-        return CLIP_EINPUT;
-    }
-    if (size < SECTION_HEADER) {
-        set_err(err, "The tokenizer section is %lu bytes, shorter than its 36-byte header.",
-                (unsigned long)size);
-        return CLIP_EINPUT;
-    }
-    n_vocab = rd_u32(sec);
-    n_merges = rd_u32(sec + 4);
-    n_added = rd_u32(sec + 8);
-    blob_bytes = rd_u32(sec + 12);
-    if (n_vocab == 0 || n_vocab > INT32_MAX / 2 || n_merges > INT32_MAX / 2 || n_added > INT32_MAX / 2) {
-        set_err(err, "The tokenizer section has implausible counts (%lu tokens, %lu merges, %lu added tokens).",
-                (unsigned long)n_vocab, (unsigned long)n_merges, (unsigned long)n_added);
-        return CLIP_EINPUT;
-    }
-    want = SECTION_HEADER + 4 * ((uint64_t)n_vocab + 1) + 12 * (uint64_t)n_merges +
-           4 * (uint64_t)n_added + blob_bytes;
-    if (want != (uint64_t)size) {
-        set_err(err, "The tokenizer section is %lu bytes but its counts say %llu.",
-                (unsigned long)size, (unsigned long long)want);
-        return CLIP_EINPUT;
-    }
-    p_off = sec + SECTION_HEADER;
-    p_merges = p_off + 4 * ((size_t)n_vocab + 1);
-    p_added = p_merges + 12 * (size_t)n_merges;
-    blob = p_added + 4 * (size_t)n_added;
-
-    tok = calloc(1, sizeof *tok);
-    if (!tok)
-        goto nomem;
-    tok->n_vocab = (int)n_vocab;
-    tok->n_merges = (int)n_merges;
-    tok->n_added = (int)n_added;
+    tok->n_vocab = (int)s->n_vocab;
+    tok->n_merges = (int)s->n_merges;
+    tok->n_added = (int)s->n_added;
     tok->bos_id = rd_i32(sec + 16);
     tok->eos_id = rd_i32(sec + 20);
     tok->pad_id = rd_i32(sec + 24);
     tok->unk_id = rd_i32(sec + 28);
     tok->context_length = rd_i32(sec + 32);
-    if (tok->bos_id < 0 || tok->bos_id >= tok->n_vocab || tok->eos_id < 0 || tok->eos_id >= tok->n_vocab) {
-        set_err(err, "The tokenizer's bos id %d or eos id %d is not a token id (vocabulary of %d).",
-                tok->bos_id, tok->eos_id, tok->n_vocab);
-        goto fail;
-    }
-    if (tok->pad_id < -1 || tok->pad_id >= tok->n_vocab || tok->unk_id < -1 || tok->unk_id >= tok->n_vocab) {
-        set_err(err, "The tokenizer's pad id %d or unk id %d is neither -1 nor a token id (vocabulary of %d).",
-                tok->pad_id, tok->unk_id, tok->n_vocab);
-        goto fail;
-    }
-    if (tok->context_length < 2 || tok->context_length > MAX_CONTEXT) {
-        set_err(err, "The tokenizer's context length %d is not between 2 and %d.",
-                tok->context_length, MAX_CONTEXT);
-        goto fail;
-    }
+    if (tok->bos_id < 0 || tok->bos_id >= tok->n_vocab || tok->eos_id < 0 || tok->eos_id >= tok->n_vocab)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer: bos id %d or eos id %d is not a token id (vocabulary of %d)",
+                         tok->bos_id, tok->eos_id, tok->n_vocab);
+    if (tok->pad_id < -1 || tok->pad_id >= tok->n_vocab || tok->unk_id < -1 || tok->unk_id >= tok->n_vocab)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer: pad id %d or unk id %d is neither -1 nor a token id (vocabulary of %d)",
+                         tok->pad_id, tok->unk_id, tok->n_vocab);
+    if (tok->context_length < 2 || tok->context_length > MAX_CONTEXT)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer: context length %d is not between 2 and %d",
+                         tok->context_length, MAX_CONTEXT);
+    return CLIP_OK;
+}
 
-    /* token string offsets: start at 0, never decrease, end at blob_bytes */
-    off = alloc_array((size_t)n_vocab + 1, sizeof *off);
-    if (!off)
-        goto nomem;
-    off_prev = 0;
-    for (i = 0; i <= n_vocab; i++) {
-        off[i] = rd_u32(p_off + 4 * (size_t)i);
-        if ((i == 0 && off[i] != 0) || off[i] < off_prev || off[i] > blob_bytes) {
-            set_err(err, "Tokenizer string offset %lu (%lu) is out of order or past the %lu-byte blob.",
-                    (unsigned long)i, (unsigned long)off[i], (unsigned long)blob_bytes);
-            goto fail;
-        }
-        off_prev = off[i];
+/* Job 2: the token strings' offsets into the blob, off[n_vocab + 1]: they
+ * start at 0, never decrease, and end at the blob's end. */
+static int read_offsets(const section *s, uint32_t *off, char *err)
+{
+    uint32_t i, prev = 0;
+    for (i = 0; i <= s->n_vocab; i++) {
+        off[i] = rd32le(s->offsets + 4 * (size_t)i);
+        if ((i == 0 && off[i] != 0) || off[i] < prev || off[i] > s->blob_bytes)
+            return clip_fail(err, CLIP_EINPUT, "tokenizer: string offset %lu (%lu) is out of order or past the %lu-byte blob",
+                             (unsigned long)i, (unsigned long)off[i], (unsigned long)s->blob_bytes);
+        prev = off[i];
     }
-    if (off[n_vocab] != blob_bytes) {
-        set_err(err, "The tokenizer's strings end at byte %lu of a %lu-byte blob.",
-                (unsigned long)off[n_vocab], (unsigned long)blob_bytes);
-        goto fail;
-    }
+    if (off[s->n_vocab] != s->blob_bytes)
+        return clip_fail(err, CLIP_EINPUT, "tokenizer: the strings end at byte %lu of a %lu-byte blob",
+                         (unsigned long)off[s->n_vocab], (unsigned long)s->blob_bytes);
+    return CLIP_OK;
+}
 
-    /* vocabulary hash (load time only): strings must be unique */
-    for (vmask = 15; vmask / 2 < n_vocab; vmask = vmask * 2 + 1)
-        ;
-    vtab = alloc_array((size_t)vmask + 1, sizeof *vtab);
-    if (!vtab)
-        goto nomem;
+/* Job 3: the vocabulary (HF BPE's vocab: string -> id), a hash table used
+ * while loading only; every string must be unique. Then the ids of the 256
+ * byte symbols, alone and as the last symbol of a word (+ "</w>"). */
+static int index_vocab(clip_tokenizer *tok, const section *s, const uint32_t *off, int32_t *vtab, uint32_t vmask,
+                       char *err)
+{
+    uint32_t i;
     memset(vtab, 0xFF, ((size_t)vmask + 1) * sizeof *vtab);
-    for (i = 0; i < n_vocab; i++) {
-        const uint8_t *s = TOKEN_STR(blob, off, i);
+    for (i = 0; i < s->n_vocab; i++) {
+        const uint8_t *str = TOKEN_STR(s->blob, off, i);
         size_t n = TOKEN_LEN(off, i);
         uint32_t h;
         if (n == 0)
             continue;   /* a missing id */
-        h = hash_bytes(s, n) & vmask;
+        h = hash_bytes(str, n) & vmask;
         while (vtab[h] >= 0) {
             int32_t o = vtab[h];
-            if (TOKEN_LEN(off, o) == n && memcmp(TOKEN_STR(blob, off, o), s, n) == 0) {
-                set_err(err, "Tokens %ld and %lu of the tokenizer have the same string.",
-                        (long)o, (unsigned long)i);
-                goto fail;
-            }
+            if (TOKEN_LEN(off, o) == n && memcmp(TOKEN_STR(s->blob, off, o), str, n) == 0)
+                return clip_fail(err, CLIP_EINPUT, "tokenizer: tokens %ld and %lu have the same string",
+                                 (long)o, (unsigned long)i);
             h = (h + 1) & vmask;
         }
         vtab[h] = (int32_t)i;
     }
-
-    /* the 256 byte symbols, alone and as the last symbol of a word */
     for (i = 0; i < 256; i++) {
-        uint8_t s[16];
-        int n = utf8_put(s, byte_to_char((int)i));
-        tok->byte_id[i] = vocab_find(vtab, vmask, blob, off, s, (size_t)n);
-        memcpy(s + n, end_of_word, sizeof end_of_word - 1);
-        tok->byte_id_end[i] = vocab_find(vtab, vmask, blob, off, s, (size_t)n + sizeof end_of_word - 1);
+        uint8_t str[16];
+        int n = utf8_put(str, byte_to_char((int)i));
+        tok->byte_id[i] = vocab_find(vtab, vmask, s->blob, off, str, (size_t)n);
+        memcpy(str + n, end_of_word, sizeof end_of_word - 1);
+        tok->byte_id_end[i] = vocab_find(vtab, vmask, s->blob, off, str, (size_t)n + sizeof end_of_word - 1);
     }
+    return CLIP_OK;
+}
 
-    /* merges: ids in range, merged = vocab[left + right]; a repeated pair
-     * takes the later rank, as HF's hash map does */
-    for (nslots = 16; nslots / 2 < n_merges; nslots *= 2)
+/* Job 4: the merges (HF BPE's MergeMap: (left, right) -> (rank, merged)):
+ * ids in range, merged = vocab[left + right]; a repeated pair takes the
+ * later rank, as HF's hash map does. */
+static int build_merges(clip_tokenizer *tok, const section *s, const uint32_t *off, char *err)
+{
+    uint32_t nslots, i;
+    for (nslots = 16; nslots / 2 < s->n_merges; nslots *= 2)
         ;
     tok->merge_mask = nslots - 1;
     tok->merges = alloc_array(nslots, sizeof *tok->merges);
     if (!tok->merges)
-        goto nomem;
+        return clip_fail(err, CLIP_ENOMEM, "out of memory while loading the tokenizer");
     for (i = 0; i < nslots; i++)
         tok->merges[i].key = EMPTY_KEY;
-    for (i = 0; i < n_merges; i++) {
-        const uint8_t *m = p_merges + 12 * (size_t)i;
+    for (i = 0; i < s->n_merges; i++) {
+        const uint8_t *m = s->merges + 12 * (size_t)i;
         int32_t a = rd_i32(m), b = rd_i32(m + 4), c = rd_i32(m + 8);
         uint64_t key;
         uint32_t h;
         size_t la, lb;
-        if (a < 0 || a >= tok->n_vocab || b < 0 || b >= tok->n_vocab || c < 0 || c >= tok->n_vocab) {
-            set_err(err, "Tokenizer merge %lu (%ld, %ld -> %ld) has an id outside the vocabulary of %d.",
-                    (unsigned long)i, (long)a, (long)b, (long)c, tok->n_vocab);
-            goto fail;
-        }
+        if (a < 0 || a >= tok->n_vocab || b < 0 || b >= tok->n_vocab || c < 0 || c >= tok->n_vocab)
+            return clip_fail(err, CLIP_EINPUT, "tokenizer merge %lu (%ld, %ld -> %ld): an id is outside the vocabulary of %d",
+                             (unsigned long)i, (long)a, (long)b, (long)c, tok->n_vocab);
         la = TOKEN_LEN(off, a);
         lb = TOKEN_LEN(off, b);
         if (la == 0 || lb == 0 || TOKEN_LEN(off, c) != la + lb ||
-            memcmp(TOKEN_STR(blob, off, c), TOKEN_STR(blob, off, a), la) != 0 ||
-            memcmp(TOKEN_STR(blob, off, c) + la, TOKEN_STR(blob, off, b), lb) != 0) {
-            set_err(err, "Tokenizer merge %lu: token %ld is not the concatenation of tokens %ld and %ld.",
-                    (unsigned long)i, (long)c, (long)a, (long)b);
-            goto fail;
-        }
+            memcmp(TOKEN_STR(s->blob, off, c), TOKEN_STR(s->blob, off, a), la) != 0 ||
+            memcmp(TOKEN_STR(s->blob, off, c) + la, TOKEN_STR(s->blob, off, b), lb) != 0)
+            return clip_fail(err, CLIP_EINPUT, "tokenizer merge %lu: token %ld is not the concatenation of tokens %ld and %ld",
+                             (unsigned long)i, (long)c, (long)a, (long)b);
         key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
         h = hash_pair(key) & tok->merge_mask;
         while (tok->merges[h].key != EMPTY_KEY && tok->merges[h].key != key)
@@ -509,63 +442,93 @@ int clip_tokenizer_load(clip_tokenizer **out, const uint8_t *sec, size_t size, c
         tok->merges[h].rank = (int32_t)i;
         tok->merges[h].merged = c;
     }
+    return CLIP_OK;
+}
 
-    /* added tokens: their strings as code points, bucketed by first one */
+/* Job 5: the added tokens (HF AddedVocabulary): their strings as code
+ * points, bucketed by the first one. */
+static int read_added(clip_tokenizer *tok, const section *s, const uint32_t *off, char *err)
+{
+    size_t total = 0, n_cps = 0;
+    uint32_t i, j;
     for (i = 0; i < 256; i++)
         tok->added_head[i] = -1;
-    if (n_added) {
-        size_t total = 0;
-        tok->added = alloc_array(n_added, sizeof *tok->added);
-        if (!tok->added)
-            goto nomem;
-        for (i = 0; i < n_added; i++) {
-            int32_t id = rd_i32(p_added + 4 * (size_t)i);
-            if (id < 0 || id >= tok->n_vocab || TOKEN_LEN(off, id) == 0) {
-                set_err(err, "Added token %lu has id %ld, which is not a token with a string.",
-                        (unsigned long)i, (long)id);
-                goto fail;
-            }
-            total += TOKEN_LEN(off, id);
-        }
-        tok->added_cps = alloc_array(total, sizeof *tok->added_cps);
-        if (!tok->added_cps)
-            goto nomem;
-        for (i = n_added; i-- > 0;) {
-            int32_t id = rd_i32(p_added + 4 * (size_t)i);
-            const uint8_t *s = TOKEN_STR(blob, off, id);
-            size_t n = TOKEN_LEN(off, id), k = 0;
-            added_token *t = &tok->added[i];
-            t->id = id;
-            t->first = (uint32_t)n_cps;
-            while (k < n) {
-                uint32_t c;
-                size_t used = utf8_get(s + k, n - k, &c);
-                if (c == 0xFFFD && !(used == 3 && s[k] == 0xEF && s[k + 1] == 0xBF && s[k + 2] == 0xBD)) {
-                    set_err(err, "Added token %ld is not valid UTF-8.", (long)id);
-                    goto fail;
-                }
-                tok->added_cps[n_cps++] = c;
-                k += used;
-            }
-            t->len = (uint32_t)(n_cps - t->first);
-            j = tok->added_cps[t->first] & 255;
-            t->next = tok->added_head[j];
-            tok->added_head[j] = (int32_t)i;
-        }
+    if (!s->n_added)
+        return CLIP_OK;
+    tok->added = alloc_array(s->n_added, sizeof *tok->added);
+    if (!tok->added)
+        return clip_fail(err, CLIP_ENOMEM, "out of memory while loading the tokenizer");
+    for (i = 0; i < s->n_added; i++) {
+        int32_t id = rd_i32(s->added + 4 * (size_t)i);
+        if (id < 0 || id >= tok->n_vocab || TOKEN_LEN(off, id) == 0)
+            return clip_fail(err, CLIP_EINPUT, "tokenizer: added token %lu has id %ld, which is not a token with a string",
+                             (unsigned long)i, (long)id);
+        total += TOKEN_LEN(off, id);
     }
+    tok->added_cps = alloc_array(total, sizeof *tok->added_cps);
+    if (!tok->added_cps)
+        return clip_fail(err, CLIP_ENOMEM, "out of memory while loading the tokenizer");
+    for (i = s->n_added; i-- > 0;) {
+        int32_t id = rd_i32(s->added + 4 * (size_t)i);
+        const uint8_t *str = TOKEN_STR(s->blob, off, id);
+        size_t n = TOKEN_LEN(off, id), k = 0;
+        added_token *t = &tok->added[i];
+        t->id = id;
+        t->first = (uint32_t)n_cps;
+        while (k < n) {
+            uint32_t c;
+            size_t used = utf8_get(str + k, n - k, &c);
+            if (c == 0xFFFD && !(used == 3 && str[k] == 0xEF && str[k + 1] == 0xBF && str[k + 2] == 0xBD))
+                return clip_fail(err, CLIP_EINPUT, "tokenizer: added token %ld is not valid UTF-8", (long)id);
+            tok->added_cps[n_cps++] = c;
+            k += used;
+        }
+        t->len = (uint32_t)(n_cps - t->first);
+        j = tok->added_cps[t->first] & 255;
+        t->next = tok->added_head[j];
+        tok->added_head[j] = (int32_t)i;
+    }
+    return CLIP_OK;
+}
+
+/* Parse and check the tokenizer section, then build what tokenizing needs:
+ * the merge table, the byte-symbol ids and the added-token matcher. */
+int clip_tokenizer_load(clip_tokenizer **out, const uint8_t *sec, size_t size, char *err)
+{
+    clip_tokenizer *tok;
+    section s;
+    uint32_t *off = NULL, vmask = 0;
+    int32_t *vtab = NULL;
+    int rc;
+
+    if (out)
+        *out = NULL;
+    if (!out || (!sec && size))
+        return clip_fail(err, CLIP_EINPUT, "clip_tokenizer_load was called with a NULL pointer");
+    if (!(tok = calloc(1, sizeof *tok)))
+        return clip_fail(err, CLIP_ENOMEM, "out of memory while loading the tokenizer");
+    memset(&s, 0, sizeof s);
+    rc = read_header(tok, &s, sec, size, err);
+    if (!rc) {
+        for (vmask = 15; vmask / 2 < s.n_vocab; vmask = vmask * 2 + 1)
+            ;
+        off = alloc_array((size_t)s.n_vocab + 1, sizeof *off);
+        vtab = alloc_array((size_t)vmask + 1, sizeof *vtab);
+        if (!off || !vtab)
+            rc = clip_fail(err, CLIP_ENOMEM, "out of memory while loading the tokenizer");
+    }
+    if (!rc) rc = read_offsets(&s, off, err);
+    if (!rc) rc = index_vocab(tok, &s, off, vtab, vmask, err);
+    if (!rc) rc = build_merges(tok, &s, off, err);
+    if (!rc) rc = read_added(tok, &s, off, err);
     free(off);
     free(vtab);
+    if (rc) {
+        clip_tokenizer_free(tok);
+        return rc;
+    }
     *out = tok;
     return CLIP_OK;
-
-nomem:
-    set_err(err, "Out of memory while loading the tokenizer.");
-    rc = CLIP_ENOMEM;
-fail:
-    free(off);
-    free(vtab);
-    clip_tokenizer_free(tok);
-    return rc;
 }
 
 int clip_tokenizer_context_length(const clip_tokenizer *tok)
@@ -582,41 +545,78 @@ typedef struct {
     int32_t merged;
 } heap_entry;
 
+/* a growable array: room for cap elements at p */
+typedef struct {
+    void *p;
+    size_t cap;
+} buffer;
+
 /* scratch buffers of one clip_tokenize call */
 typedef struct {
     const clip_tokenizer *tok;
-    uint32_t *cps;   size_t cap_cps;     /* decoded input */
-    uint32_t *nfc;   size_t cap_nfc;     /* NFC of one segment */
-    uint32_t *tmp;   size_t cap_tmp;     /* canonical ordering scratch */
-    uint32_t *low;   size_t cap_low;     /* white space collapsed, lowercased */
-    int32_t *sym;    size_t cap_sym;     /* BPE symbols of one word */
-    int32_t *prev;   size_t cap_prev;
-    int32_t *next;   size_t cap_next;
-    heap_entry *heap; size_t cap_heap;
-    int32_t *ids;    size_t cap_ids;     /* content ids */
+    buffer cps;          /* uint32_t: the decoded input */
+    buffer nfc;          /* uint32_t: NFC of one segment */
+    buffer tmp;          /* uint32_t: canonical ordering scratch */
+    buffer low;          /* uint32_t: white space collapsed, lowercased */
+    buffer sym;          /* int32_t: BPE symbols of one word */
+    buffer prev, next;   /* int32_t: each symbol's neighbours */
+    buffer heap;         /* heap_entry: the merge queue */
+    buffer ids;          /* int32_t: content ids */
     size_t n_ids;
-    size_t limit;                        /* stop after this many content ids */
+    size_t limit;        /* stop after this many content ids */
     char *err;
 } work;
 
 static int out_of_memory(work *w)
 {
-    set_err(w->err, "Out of memory while tokenizing.");
+    clip_fail(w->err, CLIP_ENOMEM, "out of memory while tokenizing");
     return -1;
+}
+
+/* Room for at least `need` elements of `size` bytes in b (the capacity
+ * doubles, from 64); returns b->p, or NULL with the message set. */
+static void *reserve(work *w, buffer *b, size_t need, size_t size)
+{
+    size_t n = b->cap ? b->cap : 64;
+    void *p = NULL;
+    if (need <= b->cap)
+        return b->p;
+    while (n < need && n <= SIZE_MAX / 2)
+        n *= 2;
+    if (n >= need && n <= SIZE_MAX / size)
+        p = realloc(b->p, n * size);
+    if (!p) {
+        out_of_memory(w);
+        return NULL;
+    }
+    b->p = p;
+    b->cap = n;
+    return p;
+}
+
+static void free_work(work *w)
+{
+    free(w->cps.p);
+    free(w->nfc.p);
+    free(w->tmp.p);
+    free(w->low.p);
+    free(w->sym.p);
+    free(w->prev.p);
+    free(w->next.p);
+    free(w->heap.p);
+    free(w->ids.p);
 }
 
 static int push_id(work *w, int32_t id)
 {
-    int32_t *p;
+    int32_t *ids;
     if (w->n_ids >= (size_t)INT_MAX - 2 - (size_t)w->tok->context_length) {
-        set_err(w->err, "The text gives more tokens than an int can count.");
+        clip_fail(w->err, CLIP_EINPUT, "the text gives more tokens than an int can count");
         return -1;
     }
-    p = grow(w->ids, &w->cap_ids, w->n_ids + 1, sizeof *p);
-    if (!p)
-        return out_of_memory(w);
-    w->ids = p;
-    w->ids[w->n_ids++] = id;
+    if (!(ids = reserve(w, &w->ids, w->n_ids + 1, sizeof *ids)))
+        return -1;
+    ids[w->n_ids++] = id;
     return 0;
 }
 
@@ -632,21 +632,15 @@ static long normalize_nfc(work *w, const uint32_t *in, size_t n)
     uint32_t *d;
     if (n > SIZE_MAX / 4 / 3 || n > LONG_MAX / 3)
         return out_of_memory(w);
-    d = grow(w->nfc, &w->cap_nfc, 3 * n + 1, sizeof *d);
-    if (!d)
-        return out_of_memory(w);
-    w->nfc = d;
+    if (!(d = reserve(w, &w->nfc, 3 * n + 1, sizeof *d)))
+        return -1;
 
     /* decompose (Hangul algorithmically); a decomposition has up to 4 code
      * points, so the buffer grows as needed */
     for (i = 0; i < n; i++) {
         uint32_t c = in[i];
-        if (m + 4 > w->cap_nfc) {
-            d = grow(w->nfc, &w->cap_nfc, m + 4, sizeof *d);
-            if (!d)
-                return out_of_memory(w);
-            w->nfc = d;
-        }
+        if (m + 4 > w->nfc.cap && !(d = reserve(w, &w->nfc, m + 4, sizeof *d)))
+            return -1;
         if (c >= 0xC0 && (uni_props(c) >> 8 & UNI_DECOMP)) {
             if (c >= HANGUL_S && c < HANGUL_S + HANGUL_NS) {
                 uint32_t s = c - HANGUL_S;
@@ -660,12 +654,8 @@ static long normalize_nfc(work *w, const uint32_t *in, size_t n)
                 const uint32_t *src = uni_decomp_pool + (info >> 3);
                 if (k < 0)   /* flag without entry: cannot happen with generated tables */
                     d[m++] = c;
-                if (m + len > w->cap_nfc) {
-                    d = grow(w->nfc, &w->cap_nfc, m + len, sizeof *d);
-                    if (!d)
-                        return out_of_memory(w);
-                    w->nfc = d;
-                }
+                if (m + len > w->nfc.cap && !(d = reserve(w, &w->nfc, m + len, sizeof *d)))
+                    return -1;
                 for (j = 0; j < len; j++)
                     d[m++] = src[j];
             }
@@ -695,10 +685,9 @@ static long normalize_nfc(work *w, const uint32_t *in, size_t n)
             }
         } else {   /* counting sort: long runs stay linear */
             size_t count[257], len = run - i;
-            uint32_t *t = grow(w->tmp, &w->cap_tmp, len, sizeof *t);
+            uint32_t *t = reserve(w, &w->tmp, len, sizeof *t);
             if (!t)
-                return out_of_memory(w);
-            w->tmp = t;
+                return -1;
             memset(count, 0, sizeof count);
             for (k = i; k < run; k++)
                 count[(uni_props(d[k]) & 255) + 1]++;
@@ -741,15 +730,14 @@ static long normalize_space_lower(work *w, size_t n)
 {
     size_t i, m = 0;
     int in_space = 0;
+    const uint32_t *in = w->nfc.p;
     uint32_t *o;
     if (n > SIZE_MAX / 4 / 3 || n > LONG_MAX / 3)
         return out_of_memory(w);
-    o = grow(w->low, &w->cap_low, 3 * n + 1, sizeof *o);
-    if (!o)
-        return out_of_memory(w);
-    w->low = o;
+    if (!(o = reserve(w, &w->low, 3 * n + 1, sizeof *o)))
+        return -1;
     for (i = 0; i < n; i++) {
-        uint32_t c = w->nfc[i];
+        uint32_t c = in[i];
         unsigned f;
         if (c < 0x80) {
             if (c == ' ' || (c >= 9 && c <= 13)) {
@@ -845,13 +833,11 @@ static int bpe_word(work *w, const uint32_t *cps, size_t n)
     size_t nb = 0, i, nh = 0;
     int32_t *sym;
     if (n > INT32_MAX / 4) {
-        set_err(w->err, "A word of the text is longer than %ld characters.", (long)(INT32_MAX / 4));
+        clip_fail(w->err, CLIP_EINPUT, "a word of the text is longer than %ld characters", (long)(INT32_MAX / 4));
         return -1;
     }
-    sym = grow(w->sym, &w->cap_sym, 4 * n, sizeof *sym);
-    if (!sym)
-        return out_of_memory(w);
-    w->sym = sym;
+    if (!(sym = reserve(w, &w->sym, 4 * n, sizeof *sym)))
+        return -1;
 
     /* ByteLevel: the word's UTF-8 bytes, each one symbol */
     for (i = 0; i < n; i++) {
@@ -867,20 +853,10 @@ static int bpe_word(work *w, const uint32_t *cps, size_t n)
         }
     }
     if (nb >= 2) {
-        int32_t *prev = grow(w->prev, &w->cap_prev, nb, sizeof *prev);
-        int32_t *next;
-        heap_entry *heap;
-        if (!prev)
-            return out_of_memory(w);
-        w->prev = prev;
-        next = grow(w->next, &w->cap_next, nb, sizeof *next);
-        if (!next)
-            return out_of_memory(w);
-        w->next = next;
-        heap = grow(w->heap, &w->cap_heap, 3 * nb, sizeof *heap);
-        if (!heap)
-            return out_of_memory(w);
-        w->heap = heap;
+        int32_t *prev = reserve(w, &w->prev, nb, sizeof *prev), *next = reserve(w, &w->next, nb, sizeof *next);
+        heap_entry *heap = reserve(w, &w->heap, 3 * nb, sizeof *heap);
+        if (!prev || !next || !heap)
+            return -1;
         for (i = 0; i < nb; i++) {
             prev[i] = (int32_t)i - 1;
             next[i] = i + 1 < nb ? (int32_t)i + 1 : -1;
@@ -1017,7 +993,7 @@ static int encode_segment(work *w, const uint32_t *cps, size_t n)
         if (m < 0)
             return -1;
         m = normalize_space_lower(w, (size_t)m);
-        if (m < 0 || pretokenize(w, w->low, (size_t)m) < 0)
+        if (m < 0 || pretokenize(w, w->low.p, (size_t)m) < 0)
             return -1;
         start = end;
     }
@@ -1039,42 +1015,31 @@ static const added_token *match_added(const clip_tokenizer *tok, const uint32_t 
     return best;
 }
 
-static void free_work(work *w)
-{
-    free(w->cps);
-    free(w->nfc);
-    free(w->tmp);
-    free(w->low);
-    free(w->sym);
-    free(w->prev);
-    free(w->next);
-    free(w->heap);
-    free(w->ids);
-}
-
 int clip_tokenize(const clip_tokenizer *tok, const char *text, size_t len,
                   int32_t *ids, int max_ids, int flags, char *err)
 {
     work w;
     const uint8_t *s = (const uint8_t *)text;
+    const int32_t *content_ids;
+    uint32_t *cps;
     size_t n = 0, i, start, total, k, content;
     int result = -1;
 
     if (!tok || (!text && len) || (!ids && max_ids > 0) || max_ids < 0) {
-        set_err(err, "clip_tokenize was called with a NULL pointer or a negative buffer size.");
+        clip_fail(err, CLIP_EINPUT, "clip_tokenize was called with a NULL pointer or a negative buffer size");
         return -1;
     }
     if (flags & ~(CLIP_TOKENIZE_PAD | CLIP_TOKENIZE_NO_TRUNCATE)) {
-        set_err(err, "clip_tokenize was called with unknown flags 0x%x.", (unsigned)flags);
+        clip_fail(err, CLIP_EINPUT, "clip_tokenize was called with unknown flags 0x%x", (unsigned)flags);
         return -1;
     }
     if ((flags & CLIP_TOKENIZE_PAD) && tok->pad_id < 0) {
-        set_err(err, "This tokenizer has no pad token, so it cannot pad.");
+        clip_fail(err, CLIP_EINPUT, "this tokenizer has no pad token, so it cannot pad");
         return -1;
     }
     if (len > (size_t)INT_MAX) {
-        set_err(err, "The text is %lu bytes, more than the %d the tokenizer accepts.",
-                (unsigned long)len, INT_MAX);
+        clip_fail(err, CLIP_EINPUT, "the text is %lu bytes, more than the %d the tokenizer accepts",
+                  (unsigned long)len, INT_MAX);
         return -1;
     }
     memset(&w, 0, sizeof w);
@@ -1083,43 +1048,41 @@ int clip_tokenize(const clip_tokenizer *tok, const char *text, size_t len,
     w.limit = (flags & CLIP_TOKENIZE_NO_TRUNCATE) ? SIZE_MAX : (size_t)tok->context_length - 2;
 
     /* bytes -> code points, ill-formed UTF-8 -> U+FFFD */
-    w.cps = grow(NULL, &w.cap_cps, len + 1, sizeof *w.cps);
-    if (!w.cps) {
-        out_of_memory(&w);
+    if (!(cps = reserve(&w, &w.cps, len + 1, sizeof *cps)))
         goto done;
-    }
     for (i = 0; i < len;)
-        i += utf8_get(s + i, len - i, &w.cps[n++]);
+        i += utf8_get(s + i, len - i, &cps[n++]);
 
     /* added tokens split the raw text; the pieces between are encoded */
     for (i = 0, start = 0; i < n && w.n_ids < w.limit; i++) {
-        const added_token *t = tok->n_added ? match_added(tok, w.cps + i, n - i) : NULL;
+        const added_token *t = tok->n_added ? match_added(tok, cps + i, n - i) : NULL;
         if (!t)
             continue;
-        if (encode_segment(&w, w.cps + start, i - start) < 0)
+        if (encode_segment(&w, cps + start, i - start) < 0)
             goto done;
         if (w.n_ids < w.limit && push_id(&w, t->id) < 0)
             goto done;
         i += t->len - 1;
         start = i + 1;
     }
-    if (w.n_ids < w.limit && start < n && encode_segment(&w, w.cps + start, n - start) < 0)
+    if (w.n_ids < w.limit && start < n && encode_segment(&w, cps + start, n - start) < 0)
         goto done;
 
     /* post-processor: [bos] + ids + [eos], then padding */
     content = w.n_ids < w.limit ? w.n_ids : w.limit;
+    content_ids = w.ids.p;
     total = content + 2;
     if ((flags & CLIP_TOKENIZE_PAD) && total < (size_t)tok->context_length)
         total = (size_t)tok->context_length;
     if (total > (size_t)max_ids && !(flags & CLIP_TOKENIZE_NO_TRUNCATE)) {
-        set_err(err, "The ids buffer holds %d ids but the text needs %lu.", max_ids, (unsigned long)total);
+        clip_fail(err, CLIP_EINPUT, "the ids buffer holds %d ids but the text needs %lu", max_ids, (unsigned long)total);
         goto done;
     }
     for (k = 0; k < total && k < (size_t)max_ids; k++) {
         if (k == 0)
             ids[k] = tok->bos_id;
         else if (k <= content)
-            ids[k] = w.ids[k - 1];
+            ids[k] = content_ids[k - 1];
         else if (k == content + 1)
             ids[k] = tok->eos_id;
         else

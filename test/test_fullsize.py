@@ -4,28 +4,28 @@ No Hugging Face golden exists for a full-size model here, so `convert.py --synth
 makes one with deterministic weights and test/reference.py (NumPy, float64, written from
 modeling_clip.py and checked against the golden float64 outputs of the tiny models below)
 is the reference. `clip embed --raw` must be within 1e-5 of it, for ids and for pixel values.
+Needs NumPy (skipped without it, exit 77).
 """
 import os
 import subprocess
 import sys
 
-import numpy as np
+from common import GOLDEN, OUT, ROOT, Report, clip, converted, golden_pixels, need_module, run
 
-import reference
-from common import GOLDEN, OUT, ROOT, Report, clip, need_golden, run
+np = need_module("numpy", "NumPy")
+import reference  # noqa: E402  (NumPy)
 
-need_golden()
 R = Report("fullsize")
 
 # the reference itself, against Hugging Face's float64 goldens of the tiny models
 for name in ["tiny-b32", "tiny-b16-gelu", "tiny-l14-336"]:
-    from common import converted
     g = np.load(os.path.join(GOLDEN, "models", name, "golden.npz"))
     cfg, T = reference.load(converted(name))
+    pixels = np.load(golden_pixels(name)[0])
     row = 16
     ids = g["input_ids"][row][: int(g["attention_mask"][row].sum())]
     e_t = np.abs(reference.text_features(cfg, T, ids) - g["text_features_f64"][row]).max()
-    e_i = np.abs(reference.image_features(cfg, T, g["pixel_values"][3]) - g["image_features_f64"][3]).max()
+    e_i = np.abs(reference.image_features(cfg, T, pixels[3]) - g["image_features_f64"][3]).max()
     R.check(e_t < 1e-8 and e_i < 1e-8, f"reference.py vs Hugging Face float64 on {name}: {e_t:.2g}, {e_i:.2g}")
 
 model = os.path.join(OUT, "synthetic-b32.bin")

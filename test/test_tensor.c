@@ -1,9 +1,12 @@
-/* test_tensor.c - tensor.c against naive double-precision references on odd shapes. */
+/* test_tensor.c - tensor.c's kernels, fast (clip_*) and reference (clip_ref_*), against
+ * double-precision truths computed here on odd shapes. In a reference build
+ * (-DCLIP_REFERENCE) the clip_* kernels are the reference ones. */
 #include "../clip.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int failed, passed;
 static unsigned long long rng = 88172645463325252ULL;
@@ -33,29 +36,57 @@ static void check(const char *what, const float *got, const double *want, size_t
     else { failed++; printf("FAIL %-40s max rel err %.3g > %.3g\n", what, worst, tol); }
 }
 
+/* truth[n, out] = x w^T + b, each sum in double, in order, the bias added last */
+static double *linear_truth(const float *x, const float *w, const float *b, int n, int in, int out)
+{
+    double *t = malloc((size_t)n * out * sizeof(double));
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) {
+            double s = 0.0;
+            for (int k = 0; k < in; k++) s += (double)x[(size_t)i * in + k] * w[(size_t)o * in + k];
+            t[(size_t)i * out + o] = b ? s + b[o] : s;
+        }
+    return t;
+}
+
+static void check_same(const char *what, const float *a, const float *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && memcmp(&a[i], &b[i], sizeof(float)) == 0) i++;
+    if (i == n) { passed++; printf("ok   %-40s bit for bit\n", what); }
+    else { failed++; printf("FAIL %-40s differs at %zu: %.9g, %.9g\n", what, i, a[i], b[i]); }
+}
+
 static void test_linear(int n, int in, int out, int bias)
 {
     float *x = rand_array((size_t)n * in, 1.0f), *w = rand_array((size_t)out * in, 0.05f), *b = rand_array(out, 0.1f);
-    float *y = malloc((size_t)n * out * sizeof(float));
-    double *ref = malloc((size_t)n * out * sizeof(double));
-    char name[64];
+    float *y = malloc((size_t)n * out * sizeof(float)), *r = malloc((size_t)n * out * sizeof(float));
+    float *z = malloc((size_t)n * out * sizeof(float)), *rounded = malloc((size_t)n * out * sizeof(float));
+    float *scratch = malloc((clip_linear_scratch(n, in) + 1) * sizeof(float));
+    double *ref = linear_truth(x, w, bias ? b : NULL, n, in, out);
+    clip_weight W = {CLIP_DTYPE_F32, w};
+    char name[80];
     clip_linear(y, x, w, bias ? b : NULL, n, in, out);
-    for (int i = 0; i < n; i++)
-        for (int o = 0; o < out; o++) {
-            double s = bias ? b[o] : 0.0;
-            for (int k = 0; k < in; k++) s += (double)x[(size_t)i * in + k] * w[(size_t)o * in + k];
-            ref[(size_t)i * out + o] = s;
-        }
+    clip_ref_linear(r, x, w, bias ? b : NULL, n, in, out);
+    clip_linear_weight(z, x, &W, bias ? b : NULL, n, in, out, scratch);
     snprintf(name, sizeof name, "linear %dx%d -> %d%s", n, in, out, bias ? " +bias" : "");
     check(name, y, ref, (size_t)n * out, 2e-6 * sqrt((double)in));
-    free(x); free(w); free(b); free(y); free(ref);
+    snprintf(name, sizeof name, "ref_linear %dx%d -> %d%s", n, in, out, bias ? " +bias" : "");
+    check(name, r, ref, (size_t)n * out, 1e-7);
+    /* the reference is the in-order double sum, rounded once */
+    for (size_t i = 0; i < (size_t)n * out; i++) rounded[i] = (float)ref[i];
+    snprintf(name, sizeof name, "ref_linear %dx%d -> %d = in-order sum", n, in, out);
+    check_same(name, r, rounded, (size_t)n * out);
+    snprintf(name, sizeof name, "linear_weight %dx%d -> %d = linear", n, in, out);
+    check_same(name, z, y, (size_t)n * out);
+    free(x); free(w); free(b); free(y); free(r); free(z); free(rounded); free(scratch); free(ref);
 }
 
 /* clip_linear3 against three clip_linear calls (the same sums: identical bits) and double */
 static void test_linear3(int n, int in, int out)
 {
     float *x = rand_array((size_t)n * in, 1.0f), *w[3], *b[3], *y[3], *single = malloc((size_t)n * out * sizeof(float));
-    double *ref = malloc((size_t)n * out * sizeof(double));
+    double *ref = NULL;
     int same = 1;
     char name[64];
     for (int p = 0; p < 3; p++) {
@@ -67,12 +98,8 @@ static void test_linear3(int n, int in, int out)
     for (int p = 0; p < 3; p++) {
         clip_linear(single, x, w[p], b[p], n, in, out);
         for (size_t i = 0; i < (size_t)n * out; i++) same &= single[i] == y[p][i];
-        for (int i = 0; i < n; i++)
-            for (int o = 0; o < out; o++) {
-                double s = b[p] ? b[p][o] : 0.0;
-                for (int k = 0; k < in; k++) s += (double)x[(size_t)i * in + k] * w[p][(size_t)o * in + k];
-                ref[(size_t)i * out + o] = s;
-            }
+        free(ref);
+        ref = linear_truth(x, w[p], b[p], n, in, out);
         snprintf(name, sizeof name, "linear3 %dx%d -> 3x%d, part %d", n, in, out, p);
         check(name, y[p], ref, (size_t)n * out, 2e-6 * sqrt((double)in));
     }
@@ -90,7 +117,6 @@ static void test_layer_norm(int n, int d)
     double *ref = malloc((size_t)n * d * sizeof(double));
     char name[64];
     for (int i = 0; i < n; i++) x[(size_t)i * d] += 100.0f;   /* an outlier, as CLIP has */
-    clip_layer_norm(y, x, g, b, n, d, 1e-5f);
     for (int i = 0; i < n; i++) {
         double m = 0, v = 0;
         for (int j = 0; j < d; j++) m += x[(size_t)i * d + j];
@@ -99,8 +125,12 @@ static void test_layer_norm(int n, int d)
         v /= d;
         for (int j = 0; j < d; j++) ref[(size_t)i * d + j] = (x[(size_t)i * d + j] - m) / sqrt(v + 1e-5) * g[j] + b[j];
     }
+    clip_layer_norm(y, x, g, b, n, d, 1e-5f);
     snprintf(name, sizeof name, "layer_norm %dx%d", n, d);
     check(name, y, ref, (size_t)n * d, 1e-6);
+    clip_ref_layer_norm(y, x, g, b, n, d, 1e-5f);
+    snprintf(name, sizeof name, "ref_layer_norm %dx%d", n, d);
+    check(name, y, ref, (size_t)n * d, 1e-7);
     free(x); free(g); free(b); free(y); free(ref);
 }
 
@@ -128,16 +158,21 @@ static void test_attention(int n, int heads, int hd, int causal)
 {
     int d = heads * hd;
     float *q = rand_array((size_t)n * d, 1.0f), *k = rand_array((size_t)n * d, 1.0f), *v = rand_array((size_t)n * d, 1.0f);
-    float *out = malloc((size_t)n * d * sizeof(float)), *scratch = malloc((size_t)n * n * sizeof(float));
+    float *out = malloc((size_t)n * d * sizeof(float));
+    float *scratch = malloc(clip_attention_scratch(n, heads, hd) * sizeof(float));   /* exactly what it asks */
+    float *ref_scratch = malloc((size_t)heads * n * sizeof(float));
     double *ref = malloc((size_t)n * d * sizeof(double)), *p = malloc((size_t)n * sizeof(double));
-    char name[64];
-    clip_attention(out, q, k, v, n, heads, hd, causal, scratch);
+    char name[80];
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < n; i++)
             ref_attention_row(ref + (size_t)i * d, q + (size_t)i * d, k, v, causal ? i + 1 : n, d, h, hd, p);
+    clip_attention(out, q, k, v, n, heads, hd, causal, scratch);
     snprintf(name, sizeof name, "attention n=%d heads=%d hd=%d%s", n, heads, hd, causal ? " causal" : "");
     check(name, out, ref, (size_t)n * d, 1e-5);
-    free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
+    clip_ref_attention(out, q, k, v, n, heads, hd, causal, ref_scratch);
+    snprintf(name, sizeof name, "ref_attention n=%d heads=%d hd=%d%s", n, heads, hd, causal ? " causal" : "");
+    check(name, out, ref, (size_t)n * d, 1e-6);
+    free(q); free(k); free(v); free(out); free(scratch); free(ref_scratch); free(ref); free(p);
 }
 
 /* one query row at position i against keys 0..len-1 (the pooled last layer) */
@@ -147,11 +182,14 @@ static void test_attention_query(int len, int heads, int hd)
     float *q = rand_array(d, 1.0f), *k = rand_array((size_t)len * d, 1.0f), *v = rand_array((size_t)len * d, 1.0f);
     float *out = malloc(d * sizeof(float)), *scratch = malloc(len * sizeof(float));
     double *ref = malloc(d * sizeof(double)), *p = malloc(len * sizeof(double));
-    char name[64];
-    clip_attention_query(out, q, k, v, len, heads, hd, scratch);
+    char name[80];
     for (int h = 0; h < heads; h++) ref_attention_row(ref, q, k, v, len, d, h, hd, p);
+    clip_attention_query(out, q, k, v, len, heads, hd, scratch);
     snprintf(name, sizeof name, "attention_query len=%d heads=%d hd=%d", len, heads, hd);
     check(name, out, ref, d, 1e-5);
+    clip_ref_attention_query(out, q, k, v, len, heads, hd, scratch);
+    snprintf(name, sizeof name, "ref_attention_query len=%d heads=%d hd=%d", len, heads, hd);
+    check(name, out, ref, d, 1e-6);
     free(q); free(k); free(v); free(out); free(scratch); free(ref); free(p);
 }
 
@@ -169,14 +207,20 @@ static void test_activations(void)
     clip_gelu(b, n);
     check("quick_gelu", a, ra, n, 1e-7);
     check("gelu", b, rb, n, 1e-7);
+    for (size_t i = 0; i < n; i++) a[i] = b[i] = x[i];
+    clip_ref_quick_gelu(a, n);
+    clip_ref_gelu(b, n);
+    check("ref_quick_gelu", a, ra, n, 1e-7);
+    check("ref_gelu", b, rb, n, 1e-7);
     free(x); free(a); free(b); free(ra); free(rb);
 }
 
 static void test_softmax(int n, int d)
 {
-    float *x = rand_array((size_t)n * d, 20.0f);
+    float *x = rand_array((size_t)n * d, 20.0f), *x2 = malloc((size_t)n * d * sizeof(float));
     double *ref = malloc((size_t)n * d * sizeof(double));
     char name[64];
+    memcpy(x2, x, (size_t)n * d * sizeof(float));
     for (int i = 0; i < n; i++) {
         double mx = -1e300, s = 0;
         for (int j = 0; j < d; j++) if (x[(size_t)i * d + j] > mx) mx = x[(size_t)i * d + j];
@@ -186,7 +230,10 @@ static void test_softmax(int n, int d)
     clip_softmax(x, n, d);
     snprintf(name, sizeof name, "softmax %dx%d", n, d);
     check(name, x, ref, (size_t)n * d, 1e-6);
-    free(x); free(ref);
+    clip_ref_softmax(x2, n, d);
+    snprintf(name, sizeof name, "ref_softmax %dx%d", n, d);
+    check(name, x2, ref, (size_t)n * d, 1e-6);
+    free(x); free(x2); free(ref);
 }
 
 int main(void)
@@ -233,6 +280,7 @@ int main(void)
     test_attention_query(7, 8, 64);
     test_attention_query(33, 3, 17);
     test_activations();
+    printf("kernels: %s\n", clip_build_info());
     printf("tensor: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

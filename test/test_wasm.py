@@ -5,7 +5,7 @@ identical token ids, identical decoded and preprocessed pixel bytes on every gol
 embeddings within 1e-5 of native, the same `match` numbers and the same exit codes on errors.
 The browser module web/clip.js (MEMFS) is loaded in Node too: a model written into MEMFS and
 read through clip_load (mmap there), and one handed over in memory (clip_load_memory), must
-give native's embeddings. Skipped, with a message, where emcc is not installed.
+give native's embeddings. Needs emcc, node and NumPy; skipped without them (exit 77).
 """
 import json
 import os
@@ -13,16 +13,14 @@ import shutil
 import sys
 import time
 
-import numpy as np
-
-from common import CLIP, GOLDEN, OUT, ROOT, Report, converted, need_golden, run
+from common import CLIP, GOLDEN, OUT, ROOT, Report, converted, golden_pixels, need, need_module, run
 
 EMCC = os.environ.get("EMCC", "emcc")
-if not shutil.which(EMCC) or not shutil.which("node"):
-    print(f"SKIPPED wasm tests: {EMCC if not shutil.which(EMCC) else 'node'} not found (apt-get install emscripten nodejs)")
-    print("wasm: 0 passed, 0 failed (skipped)")
-    sys.exit(0)
-need_golden()
+if not shutil.which(EMCC):
+    need("emcc")
+if not shutil.which("node"):
+    need("node")
+np = need_module("numpy", "NumPy")
 R = Report("wasm")
 NODE = ["node", "--no-experimental-fetch"]
 WASM = os.path.join(ROOT, "build", "wasm", "clip.js")
@@ -115,7 +113,7 @@ for name in ["tiny-b32", "tiny-b16-gelu", "tiny-l14-336", "tiny-b32-fp16"]:
     model = converted(name)
     g = np.load(os.path.join(GOLDEN, "models", name, "golden.npz"))
     px = os.path.join(WOUT, f"{name}_pixels.npy")
-    np.save(px, g["pixel_values"][:2].astype(np.float32))
+    np.save(px, np.load(golden_pixels(name, model)[0])[:2].astype(np.float32))
     ids = " ".join(str(i) for i in g["input_ids"][0][: int(g["attention_mask"][0].sum())])
     args = ["embed", "--raw", "-m", model, "--ids", ids, "--pixel-values", px,
             "--image", os.path.join(IMAGES, "chelsea.png"), "--image", os.path.join(IMAGES, "cat_q90_420.jpg"),

@@ -6,8 +6,8 @@ test/out/synthetic-b32.bin, when test_fullsize.py has made it: its probabilities
 saturated); test/test_web.js (playwright-core) picks the files, clicks
 Run and reads the table. The probabilities shown (4 decimals) must be within 1e-4 of native
 `clip match --json`; a bad image must give an error message on the page. The page after the first
-run is saved as test/out/web.png. Skipped, with a message, without emcc, Chromium or playwright-core
-(apt-get install emscripten chromium; cd test && npm install).
+run is saved as test/out/web.png. Skipped (exit 77), with a message, without emcc, node, Chromium or
+playwright-core (make test-deps installs them).
 """
 import json
 import os
@@ -18,20 +18,14 @@ import sys
 import tempfile
 import time
 
-from common import CLIP, GOLDEN, OUT, ROOT, Report, converted, need_golden, run
+from common import CLIP, GOLDEN, OUT, ROOT, Report, converted, need, run
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 EMCC = os.environ.get("EMCC", "emcc")
-missing = [what for what, here in [
-    (EMCC, shutil.which(EMCC)), ("node", shutil.which("node")), (CHROMIUM, os.path.exists(CHROMIUM)),
-    ("test/node_modules/playwright-core", os.path.isdir(os.path.join(ROOT, "test", "node_modules", "playwright-core")))]
-    if not here]
-if missing:
-    print(f"SKIPPED web page test: {', '.join(missing)} not found "
-          f"(apt-get install emscripten chromium; cd test && npm install)")
-    print("web: 0 passed, 0 failed (skipped)")
-    sys.exit(0)
-need_golden()
+for what, here in [("emcc", shutil.which(EMCC)), ("node", shutil.which("node")), ("Chromium", os.path.exists(CHROMIUM)),
+                   ("playwright-core", os.path.isdir(os.path.join(ROOT, "test", "node_modules", "playwright-core")))]:
+    if not here:
+        need(what)
 R = Report("web")
 IMAGES = os.path.join(GOLDEN, "images")
 ARTICLE = ["a photo of a cat", "a photo of a dog", "a photo of an airplane", "一张彩色的猫图片"]

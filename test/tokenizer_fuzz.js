@@ -28,7 +28,8 @@ const COUNT = parseInt(argv[0] || '1000', 10);
 const SEED = parseInt(argv[1] || '1', 10);
 const DRIVER = opt('--driver', process.env.CLIP_TOK_DRIVER);
 const SECTION = opt('--section', process.env.CLIP_TOK_SECTION);
-const GOLDEN = process.env.CLIP_GOLDEN || path.join(__dirname, '..', '..', 'shared', 'golden');
+// the golden data test/common.py extracts from test/golden/ (any test suite run does it)
+const GOLDEN = path.join(__dirname, 'out', 'golden');
 const TOKENIZER_JSON = opt('--tokenizer', path.join(GOLDEN, 'tokenizer', 'tokenizer.json'));
 const CONTEXT = 77;
 const PAD_ID = opt('--pad', null);   // tokenizer_config.json's pad token id; default <|endoftext|>

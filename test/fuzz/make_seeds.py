@@ -13,7 +13,7 @@ decoders instead of at the magic bytes:
   tokenizer  the golden tokenizer test texts; also writes test/out/fuzz/tokenizer.section,
              the tokenizer section of the golden tiny-b32 model converted by convert.py
 Seeds are written once; --force writes them again. Pixels come from the golden images
-($CLIP_GOLDEN, default ../shared/golden); nothing here is stored in the repository.
+(test/golden, extracted by test/common.py), read with Pillow; nothing here is stored in the repository.
 """
 import io
 import json
@@ -28,14 +28,13 @@ import zlib
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from common import GOLDEN, OUT, converted  # noqa: E402
 
-from PIL import Image  # noqa: E402
-
 FUZZ = os.path.join(OUT, "fuzz")
 IMAGES = os.path.join(GOLDEN, "images")
 
 
 def source(w, h, name="chelsea.png"):
     """A w x h RGB crop of a golden photo (real texture, not flat colour)."""
+    from PIL import Image   # here: test_hostile imports tiny_model without Pillow
     im = Image.open(os.path.join(IMAGES, name)).convert("RGB")
     return im.crop((100, 60, 100 + w, 60 + h))
 
