@@ -80,6 +80,7 @@ static const char *usage_text =
     "  --evals N        measure the held-out zero-shot accuracy N times (default 8)\n"
     "  --width D        width of both towers, a multiple of 32 (heads of 32, MLPs of 4 D; default 64)\n"
     "  --vision-layers N, --text-layers N   encoder layers (default 4 and 2)\n"
+    "  --image-size S, --patch P   the vision tower's input side and patch side (default 64 and 8)\n"
     "  --quiet          no progress lines\n"
     "  -j, --threads N  worker threads (default: all cores); the result does not depend on it\n"
     "\n"
@@ -1300,9 +1301,34 @@ static void batch_free(batch *bt)
     free(bt->pixels); free(bt->ids); free(bt->raw); free(bt->lens); free(bt->scenes);
 }
 
-/* pictures first .. first + B - 1 of a split, drawn and preprocessed in parallel */
+/* Hard negatives. A batch of pictures drawn at random is told apart by colour
+ * alone most of the time (1 in 6 of its other captions shares the colour),
+ * and a model that has learned colour sits on that plateau: neither tower
+ * gets a reason to see shape first. So the training stream comes in groups of
+ * COLOUR_GROUP pictures of one colour: within a group only the shape (and count,
+ * size, place) tells the captions apart. index[B] gets the picture numbers:
+ * from *cursor on, each group takes the next pictures of its first picture's
+ * colour (the others are skipped), so the stream stays a function of the seed. */
+#ifndef COLOUR_GROUP
+#define COLOUR_GROUP 16
+#endif
+
+static void hard_negative_indices(uint64_t *index, int B, uint64_t run, uint64_t *cursor)
+{
+    for (int g = 0; g < B; g += COLOUR_GROUP) {
+        int colour = -1;
+        for (int i = g; i < g + COLOUR_GROUP && i < B; (*cursor)++) {
+            shapes_scene sc;
+            shapes_describe(shapes_seed(SHAPES_TRAIN, run, *cursor), &sc);
+            if (colour < 0) colour = sc.colour;
+            if (sc.colour == colour) index[i++] = *cursor;
+        }
+    }
+}
+
+/* pictures index[0 .. B - 1] of a split, drawn and preprocessed in parallel */
 static void make_batch(batch *bt, const clip_config *c, const clip_tokenizer *tok, int split, uint64_t run,
-                       uint64_t first, int B)
+                       const uint64_t *index, int B)
 {
     clip_preprocess_config pp = preprocess_config(c->image_size);
     int S = c->image_size, ctx = clip_tokenizer_context_length(tok), failed = 0;
@@ -1315,7 +1341,7 @@ static void make_batch(batch *bt, const clip_config *c, const clip_tokenizer *to
         clip_image img;
         char err[CLIP_ERR_SIZE];
         shapes_scene *sc = &bt->scenes[i];
-        int rc = shapes_draw(shapes_seed(split, run, first + (uint64_t)i), sc, &img, err);
+        int rc = shapes_draw(shapes_seed(split, run, index[i]), sc, &img, err);
         if (!rc) {
             rc = clip_image_preprocess(&img, &pp, CLIP_RESIZE_PIL, bt->pixels + (size_t)i * 3 * S * S, err);
             clip_image_free(&img);
@@ -1636,7 +1662,7 @@ static void write_curve(const char *path, const float *loss, int steps, const in
 typedef struct {
     const char *cmd, *out, *curve, *split;
     uint64_t seed;
-    int steps, batch, threads, quiet, first, count, act, pool_argmax, evals, width, vision_layers, text_layers;
+    int steps, batch, threads, quiet, first, count, act, pool_argmax, evals, width, vision_layers, text_layers, patch, size;
     float lr;
 } options;
 
@@ -1650,8 +1676,8 @@ static clip_config shipped_config(const options *o)
     memset(&c, 0, sizeof c);
     c.vision = (clip_tower_config){d, d / 32, o->vision_layers, 4 * d, CLIP_ACT_QUICK_GELU, 1e-5f};
     c.text = (clip_tower_config){d, d / 32, o->text_layers, 4 * d, CLIP_ACT_QUICK_GELU, 1e-5f};
-    c.patch = 8;
-    c.image_size = 64;
+    c.patch = o->patch;
+    c.image_size = o->size;
     c.channels = 3;
     c.max_positions = 77;
     c.projection_dim = d;
@@ -1738,6 +1764,7 @@ static int cmd_model(const options *o)
     float *loss = xcalloc((size_t)o->steps, sizeof(float));
     int acc_step[64], n_acc = 0, every = o->steps / o->evals > 0 ? o->steps / o->evals : 1;
     double acc[64], t_train = 0.0, t_start = now();
+    uint64_t cursor = 0, *index = xcalloc(o->batch > VALIDATION_COUNT ? o->batch : VALIDATION_COUNT, sizeof(uint64_t));
     out_file log;
 
     make_dir(o->out);
@@ -1750,7 +1777,8 @@ static int cmd_model(const options *o)
     workspace_alloc(&w, &c, o->batch);
     batch_alloc(&bt, o->batch, c.image_size, c.max_positions);
     batch_alloc(&val, VALIDATION_COUNT, c.image_size, c.max_positions);
-    make_batch(&val, &c, tok, SHAPES_HELDOUT, 0, VALIDATION_FIRST, VALIDATION_COUNT);
+    for (int i = 0; i < VALIDATION_COUNT; i++) index[i] = VALIDATION_FIRST + (uint64_t)i;
+    make_batch(&val, &c, tok, SHAPES_HELDOUT, 0, index, VALIDATION_COUNT);
     if (!o->quiet)
         fprintf(stderr, "train: vocabulary of %d tokens (%d merges); %zu parameters; %d steps of %d pairs, %d threads\n",
                 V.n_vocab, V.n_merges, m.n_params, o->steps, o->batch, thread_count());
@@ -1760,7 +1788,8 @@ static int cmd_model(const options *o)
     for (int step = 1; step <= o->steps; step++) {
         double t0 = now(), gnorm;
         float lr = learning_rate(o->lr, step, o->steps);
-        make_batch(&bt, &c, tok, SHAPES_TRAIN, o->seed, (uint64_t)(step - 1) * o->batch, o->batch);
+        hard_negative_indices(index, o->batch, o->seed, &cursor);
+        make_batch(&bt, &c, tok, SHAPES_TRAIN, o->seed, index, o->batch);
         loss[step - 1] = (float)forward_backward(&m, &w, bt.pixels, bt.ids, o->batch, bt.T);
         gnorm = clip_gradients(&m, opt.clip_norm);
         adamw_update(&m, &opt, lr, step);
@@ -1799,6 +1828,7 @@ static int cmd_model(const options *o)
     free(section);
     vocabulary_free(&V);
     free(loss);
+    free(index);
     return 0;
 }
 
@@ -1912,7 +1942,7 @@ static long number(const char *opt, const char *s, long lo, long hi)
 
 int main(int argc, char **argv)
 {
-    options o = {NULL, NULL, NULL, "train", 1, 1600, 64, 0, 0, 0, 10, CLIP_ACT_QUICK_GELU, 1, 8, 64, 4, 2, 0.002f};
+    options o = {NULL, NULL, NULL, "train", 1, 1600, 64, 0, 0, 0, 10, CLIP_ACT_QUICK_GELU, 1, 8, 64, 4, 2, 8, 64, 0.002f};
     int act_given = 0, pool_given = 0;
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
@@ -1939,6 +1969,8 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(a, "--vision-layers")) o.vision_layers = (int)number(a, VALUE(), 1, MAX_LAYERS);
         else if (!strcmp(a, "--text-layers")) o.text_layers = (int)number(a, VALUE(), 1, MAX_LAYERS);
+        else if (!strcmp(a, "--patch")) o.patch = (int)number(a, VALUE(), 2, 64);
+        else if (!strcmp(a, "--image-size")) o.size = (int)number(a, VALUE(), 16, 448);
         else if (!strcmp(a, "--quiet")) o.quiet = 1;
         else if (!strcmp(a, "--lr")) {
             const char *v = VALUE();
@@ -1962,6 +1994,7 @@ int main(int argc, char **argv)
         else die(2, "unknown option '%s' for 'train %s'", a, o.cmd);
 #undef VALUE
     }
+    if (o.size % o.patch) die(2, "--image-size %d is not a multiple of --patch %d", o.size, o.patch);
     if (o.threads) {
 #ifdef _OPENMP
         omp_set_num_threads(o.threads);

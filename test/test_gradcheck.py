@@ -17,19 +17,12 @@ at different positions, so a wrong pooling rule changes the gradients.
 import json
 import os
 import struct
-import subprocess
-import sys
 
-import numpy as np
+from common import OUT, ROOT, Report, need_module, run
 
-from common import OUT, ROOT, Report, run
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    print("skipped: needs python3-torch (install: apt-get install python3-torch)")
-    sys.exit(0)
+np = need_module("numpy", "NumPy")
+torch = need_module("torch", "PyTorch", "apt-get install python3-torch")
+F = need_module("torch.nn.functional", "PyTorch", "apt-get install python3-torch")
 
 TOLERANCE = 1e-3
 DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64}

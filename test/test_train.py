@@ -19,10 +19,10 @@ import random
 import subprocess
 import sys
 
-import numpy as np
+from common import OUT, ROOT, Report, clip, need_module, run
 
-import reference
-from common import OUT, ROOT, Report, clip, run
+np = need_module("numpy", "NumPy")
+import reference  # noqa: E402 (NumPy first)
 
 MODEL = os.path.join(ROOT, "data", "clip-shapes.bin")
 TRAIN = os.path.join(ROOT, "train")
@@ -100,7 +100,7 @@ R.check(r1 >= FLOOR_R1, f"image -> caption R@1 among 100 held-out pairs: {100 * 
 try:
     from PIL import Image, ImageDraw
 except ImportError:
-    print("skipped: part 3 needs python3-pil (install: apt-get install python3-pil)")
+    R.skip("part 3 (pictures drawn by Pillow)", "Pillow")
     Image = None
 
 PIL_NAMES = {"red": "red", "green": "green", "blue": "blue", "yellow": "yellow", "orange": "orange", "purple": "purple"}
@@ -240,7 +240,7 @@ missing = [w for w, here in [("emcc", shutil.which(os.environ.get("EMCC", "emcc"
                              ("playwright-core", os.path.isdir(os.path.join(ROOT, "test", "node_modules", "playwright-core")))]
            if not here]
 if missing:
-    print(f"skipped: part 6 needs {', '.join(missing)} (apt-get install emscripten chromium; cd test && npm install)")
+    R.skip("part 6 (the web page)", ", ".join(missing), "apt-get install emscripten node-acorn chromium; cd test && npm install")
 else:
     run(["make", "-s", "-C", ROOT, "wasm"])
     site = tempfile.mkdtemp(prefix="clip-web-shapes-")
