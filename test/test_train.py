@@ -30,12 +30,14 @@ COLOURS = ["red", "green", "blue", "yellow", "orange", "purple"]
 SHAPES = ["circle", "square", "triangle", "star"]
 LABELS = [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
-# Floors recorded for the shipped file (the measured values are in README, "Training a small CLIP");
-# a retrained or recomputed model below them fails.
-FLOOR_ZERO_SHOT = 0.0
-FLOOR_R1 = 0.0
-FLOOR_OTHER_RENDERER = 0.0      # every condition of part 3
-FLOOR_OTHER_RENDERER_ALL = 0.0  # all of part 3 together
+# Floors recorded for the shipped file (measured: zero-shot 29.4%, R@1 14%, Pillow 34.8% in all and
+# 25% to 42% per condition; README, "Training a small CLIP"); a retrained or recomputed model below
+# them fails. NOT issue 14's bar (zero-shot >= 90%): the shipped model has learned colour, not shape.
+FLOOR_ZERO_SHOT = 0.27
+FLOOR_R1 = 0.10
+FLOOR_OTHER_RENDERER = 0.20     # every condition of part 3
+FLOOR_OTHER_RENDERER_ALL = 0.30  # all of part 3 together
+ISSUE_TARGET_ZERO_SHOT = 0.90
 
 R = Report("train")
 if not os.path.exists(MODEL):
@@ -72,6 +74,8 @@ colour_acc = np.mean([a.split()[0] == b.split()[0] for a, b in zip(pred, truth)]
 shape_acc = np.mean([a.split()[1] == b.split()[1] for a, b in zip(pred, truth)])
 R.check(acc >= FLOOR_ZERO_SHOT, f"zero-shot on 1000 held-out pictures, 24 classes: {100 * acc:.1f}% "
         f"(colour {100 * colour_acc:.1f}%, shape {100 * shape_acc:.1f}%; floor {100 * FLOOR_ZERO_SHOT:.1f}%)")
+if acc < ISSUE_TARGET_ZERO_SHOT:
+    print(f"     note: below issue 14's target of {100 * ISSUE_TARGET_ZERO_SHOT:.0f}% (not a check: the shipped file's floor is)")
 per_class = {lab: np.mean([a == b for a, b in zip(pred, truth) if b == lab]) for lab in LABELS}
 worst = sorted(per_class.items(), key=lambda kv: kv[1])[:3]
 print("     weakest classes: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in worst))
