@@ -1,4 +1,5 @@
-# clip.c - make builds everything a user needs: the `clip` command and libclip.a
+# clip.c - make builds everything a user needs: the `clip` command, libclip.a and the shared
+# libclip.so (libclip.dylib on macOS) that python/clipc.py loads
 #
 # make REFERENCE=1 builds everything (clip, libclip.a, wasm, the kernels' test) on tensor.c's
 # reference kernels instead of the fast ones (-DCLIP_REFERENCE), with portable flags: no
@@ -25,10 +26,14 @@ IMAGE_SRC     = image.c decode/png.c decode/inflate.c decode/jpeg.c decode/bmp.c
 MODEL_SRC     = clip.c tensor.c
 LIBSRC   = $(TOKENIZER_SRC) $(IMAGE_SRC) $(MODEL_SRC)
 HEADERS  = clip.h internal.h decode/decode.h unicode_tables.h
+CLISRC   = main.c search.c
 BUILD_FLAGS = $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS)
 WASM_FLAGS  = $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS)
+PIC     ?= -fPIC -fno-semantic-interposition
+LIBOBJ   = $(LIBSRC:%.c=build/lib/%.o)
+SHLIB   := libclip.$(if $(filter Darwin,$(shell uname -s)),dylib,so)
 
-all: clip libclip.a train
+all: clip libclip.a $(SHLIB) train
 
 # build/flags and build/wasm-flags hold the flags the last build used; they change (and so
 # rebuild their targets) only when the flags do
@@ -38,13 +43,20 @@ build/flags build/wasm-flags: FORCE
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 FORCE:
 
-clip: main.c $(LIBSRC) $(HEADERS) build/flags
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ main.c $(LIBSRC) -lm
+clip: $(CLISRC) $(LIBSRC) $(HEADERS) build/flags
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ $(CLISRC) $(LIBSRC) -lm
 
-libclip.a: $(LIBSRC) $(HEADERS) build/flags
-	rm -rf build/lib && mkdir -p build/lib
-	cd build/lib && $(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -I../.. -c $(addprefix ../../,$(LIBSRC))
-	$(AR) rcs $@ build/lib/*.o
+# the library's objects, position-independent so that both libraries share them (no
+# interposition: the code inlines as the command's does, so both give the same floats)
+build/lib/%.o: %.c $(HEADERS) build/flags
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) $(PIC) -I. -c -o $@ $<
+
+libclip.a: $(LIBOBJ)
+	rm -f $@ && $(AR) rcs $@ $(LIBOBJ)
+
+$(SHLIB): $(LIBOBJ)
+	$(CC) $(CFLAGS) $(OPENMP) -shared -o $@ $(LIBOBJ) -lm
 
 # train.c: contrastive pre-training of a small CLIP (shapes.c draws its pictures)
 TRAINSRC = train.c shapes.c
@@ -89,10 +101,10 @@ web/clip-shapes.bin: $(SHIPPED_MODEL)
 	cp $< $@
 web/shapes-demo.png: data/shapes-demo.png
 	cp $< $@
-build/wasm/clip.js: main.c $(LIBSRC) $(HEADERS) build/wasm-flags
+build/wasm/clip.js: $(CLISRC) $(LIBSRC) $(HEADERS) build/wasm-flags
 	mkdir -p build/wasm
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
-	    -sEXIT_RUNTIME=1 -o $@ main.c $(LIBSRC) -lm
+	    -sEXIT_RUNTIME=1 -o $@ $(CLISRC) $(LIBSRC) -lm
 web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
 	NODE_PATH=$${NODE_PATH:-/usr/share/nodejs} $(EMCC) $(WARN) $(WASMFLAGS) $(KERNELS) -sMODULARIZE=1 -sEXPORT_NAME=createClip \
 	    -sENVIRONMENT=web,node -sALLOW_MEMORY_GROWTH=1 -sEXPORTED_FUNCTIONS=$(WASM_EXPORTS) \
@@ -113,12 +125,12 @@ bench: clip
 	$(PYTHON) test/bench.py
 
 clean:
-	rm -rf clip train libclip.a build test/out clip.js clip.wasm web/clip.js web/clip.wasm web/clip-shapes.bin web/shapes-demo.png
+	rm -rf clip train libclip.a libclip.so libclip.dylib build test/out clip.js clip.wasm web/clip.js web/clip.wasm web/clip-shapes.bin web/shapes-demo.png
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	cp clip $(DESTDIR)$(PREFIX)/bin/
-	cp libclip.a $(DESTDIR)$(PREFIX)/lib/
+	cp libclip.a $(SHLIB) $(DESTDIR)$(PREFIX)/lib/
 	cp clip.h $(DESTDIR)$(PREFIX)/include/
 
 print-%:
@@ -138,7 +150,7 @@ SANENV     = UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=
 test-asan:
 	mkdir -p build/asan
 	printf '#!/bin/sh\nexec $(SAN_CC) $(SANITIZE) "$$@"\n' > build/asan/cc && chmod +x build/asan/cc
-	build/asan/cc $(WARN) -o build/asan/clip main.c $(LIBSRC) -lm
+	build/asan/cc $(WARN) -o build/asan/clip $(CLISRC) $(LIBSRC) -lm
 	$(SANENV):detect_leaks=1 CC=$(CURDIR)/build/asan/cc CLIP_BIN=$(CURDIR)/build/asan/clip \
 	    PYTHON="$(PYTHON)" sh test/run.sh
 

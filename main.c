@@ -29,6 +29,11 @@ enum {
     MAX_LABELS = 1024      /* labels of classify */
 };
 
+/* search.c: clip index, clip search (each parses its own options), clip embed --list */
+int cmd_index(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int embed_list(const char *model_path, const char *list, const char *shard, const char *out, int resize);
+
 /* ------------------------------------------------------------------------ */
 /* Errors, memory, time, random numbers                                      */
 /* ------------------------------------------------------------------------ */
@@ -82,7 +87,8 @@ enum {
     OPT_MODEL = 1 << 0, OPT_OUTPUT = 1 << 1, OPT_IMAGE = 1 << 2, OPT_TEXT = 1 << 3, OPT_IDS = 1 << 4,
     OPT_PIXELS = 1 << 5, OPT_JSON = 1 << 6, OPT_RAW = 1 << 7, OPT_PAD = 1 << 8, OPT_HTML = 1 << 9,
     OPT_DUMP = 1 << 10, OPT_LABELS = 1 << 11, OPT_LABELS_FILE = 1 << 12, OPT_TEMPLATE = 1 << 13,
-    OPT_CIFAR10 = 1 << 14, OPT_LIMIT = 1 << 15, OPT_TOP = 1 << 16, OPT_THREADS = 1 << 17, OPT_RESIZE = 1 << 18
+    OPT_CIFAR10 = 1 << 14, OPT_LIMIT = 1 << 15, OPT_TOP = 1 << 16, OPT_THREADS = 1 << 17, OPT_RESIZE = 1 << 18,
+    OPT_LIST = 1 << 19, OPT_SHARD = 1 << 20
 };
 
 static const struct option_info {
@@ -108,6 +114,8 @@ static const struct option_info {
     {"--cifar10", NULL, OPT_CIFAR10, "FILE", "a CIFAR-10 binary batch (test_batch.bin) instead of images"},
     {"--limit", NULL, OPT_LIMIT, "N", "--cifar10: only the first N records"},
     {"--top", NULL, OPT_TOP, "K", "print the K most probable labels of each image (default 1)"},
+    {"--list", NULL, OPT_LIST, "FILE|-", "the pictures named in FILE, one a line (- reads stdin)"},
+    {"--shard", NULL, OPT_SHARD, "I/N", "--list: only the I-th of N equal parts (I from 1)"},
     {"--threads", "-j", OPT_THREADS, "N", "worker threads (default: all cores)"},
     {"--resize", NULL, OPT_RESIZE, "pil|torchvision",
      "image preprocessing: pil (default) is OpenAI's CLIP, open_clip and transformers'\n"
@@ -122,7 +130,7 @@ typedef struct {
 } arg_list;
 
 typedef struct {
-    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10;
+    const char *model, *out, *html, *dump, *labels, *labels_file, *template_, *cifar10, *list, *shard;
     int json, raw, pad, threads, top, limit, resize;
     unsigned given;          /* OPT_* bits of the options on the command line */
     arg_list images;         /* -i / --image */
@@ -140,7 +148,7 @@ typedef struct command {
     const char *args;        /* its usage after "clip NAME" */
     const char *summary;     /* its line in clip --help */
     const char *help;        /* clip NAME --help: what it does */
-} command;
+} command;                   /* run NULL: search.c's index and search, which parse their own options */
 
 static void command_help(const command *c);
 
@@ -181,6 +189,8 @@ static void set_option(options *o, const struct option_info *opt, const char *v)
     case OPT_LABELS_FILE: o->labels_file = v; break;
     case OPT_TEMPLATE: o->template_ = v; break;
     case OPT_CIFAR10: o->cifar10 = v; break;
+    case OPT_LIST: o->list = v; break;
+    case OPT_SHARD: o->shard = v; break;
     case OPT_LIMIT: o->limit = parse_int(v, "--limit", 1, 1000000000); break;
     case OPT_TOP: o->top = parse_int(v, "--top", 1, 100000); break;
     case OPT_THREADS: o->threads = parse_int(v, "--threads", 1, 1024); break;
@@ -469,37 +479,88 @@ static int parse_ids(const char *s, int32_t ids[MAX_EMBED_IDS])
     return n;
 }
 
+/* the ids of text input i: the --ids first, then the --text */
+static int text_ids(const options *o, clip_model *m, int i, int32_t ids[MAX_EMBED_IDS])
+{
+    return i < o->ids.n ? parse_ids(o->ids.v[i], ids) : tokenize_text(m, o->texts.v[i - o->ids.n], ids, MAX_EMBED_IDS);
+}
+
+/* --ids and --text: up to TEXT_BATCH texts share each pass over the weights (clip_encode_texts, as in
+ * match, classify and python/clipc.py, which give the same floats); with --dump one at a time,
+ * text_ids.npy and every stage into the text's folder */
+static void embed_texts(const options *o, clip_model *m, embeddings *e, int n_inputs)
+{
+    int n = o->ids.n + o->texts.n, batch = o->dump ? 1 : TEXT_BATCH, lens[TEXT_BATCH];
+    int32_t *ids = xmalloc((size_t)batch * MAX_EMBED_IDS * sizeof *ids);
+    const int32_t *rows[TEXT_BATCH];
+    char dumpdir[4096], err[CLIP_ERR_SIZE];
+    for (int t0 = 0; t0 < n; t0 += batch) {
+        int count = n - t0 < batch ? n - t0 : batch;
+        char *dd = dump_dir(o, n_inputs, e->rows, dumpdir, sizeof dumpdir);
+        float *out = add_rows(e, count);
+        for (int b = 0; b < count; b++) {
+            rows[b] = ids + (size_t)b * MAX_EMBED_IDS;
+            lens[b] = text_ids(o, m, t0 + b, ids + (size_t)b * MAX_EMBED_IDS);
+        }
+        if (dd) { int sh[1] = {lens[0]}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
+        if (!(dd ? clip_encode_text(m, ids, lens[0], out, dump_npy, dd, err) : clip_encode_texts(m, rows, lens, count, out, err)))
+            continue;
+        for (int b = 0; b < count; b++) {   /* name the input: the first that fails alone */
+            if (!clip_encode_text(m, rows[b], lens[b], out, NULL, NULL, err)) continue;
+            if (t0 + b < o->ids.n) die(1, "--ids '%s': %s", o->ids.v[t0 + b], err);
+            break;
+        }
+        die(1, "%s", err);
+    }
+    free(ids);
+}
+
+/* px[count, 3, S, S]: up to IMAGE_BATCH images share each pass over the weights; with --dump one at a
+ * time, pixel_values.npy and every stage into the image's folder */
+static void embed_pixels(const options *o, clip_model *m, embeddings *e, int n_inputs, const float *px, int count)
+{
+    int S = clip_get_config(m)->image_size;
+    char dumpdir[4096], err[CLIP_ERR_SIZE];
+    for (int k = 0; k < count;) {
+        int batch = o->dump ? 1 : (count - k < IMAGE_BATCH ? count - k : IMAGE_BATCH);
+        char *dd = dump_dir(o, n_inputs, e->rows, dumpdir, sizeof dumpdir);
+        float *row = add_rows(e, batch);
+        const float *pk = px + (size_t)k * 3 * S * S;
+        if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
+        if (clip_encode_images(m, pk, batch, row, dd ? dump_npy : NULL, dd, err)) die(1, "%s", err);
+        k += batch;
+    }
+}
+
 static int cmd_embed(const options *o)
 {
+    if (o->list || o->shard) {   /* clip embed --list (search.c) */
+        if (!o->list) usage_error("--shard goes with --list FILE");
+        if (o->texts.n + o->images.n + o->ids.n + o->pixels.n + o->pos.n || o->raw || o->dump)
+            usage_error("--list takes the pictures from its file: no other inputs, --raw or --dump");
+        return embed_list(o->model, o->list, o->shard, o->out, o->resize);
+    }
     clip_model *m = load_model(o);
     const clip_config *c = clip_get_config(m);
     int D = c->projection_dim, S = c->image_size;
+    size_t per = (size_t)3 * S * S;
     embeddings e = {NULL, 0, 0, D};
-    char dumpdir[4096];
     int n_inputs = o->texts.n + o->images.n + o->ids.n + o->pixels.n + o->pos.n;
 
     if (o->pos.n) usage_error("unexpected argument '%s' (use --text, --image, --ids or --pixel-values)", o->pos.v[0]);
     if (!n_inputs) usage_error("nothing to embed: give --text, --image, --ids or --pixel-values");
     if (o->dump) make_dir(o->dump);
 
-    /* --ids first, then --text: ids in, text_ids.npy and every stage out with --dump */
-    for (int i = 0; i < o->ids.n + o->texts.n; i++) {
-        int32_t ids[MAX_EMBED_IDS];
-        int n = i < o->ids.n ? parse_ids(o->ids.v[i], ids) : tokenize_text(m, o->texts.v[i - o->ids.n], ids, MAX_EMBED_IDS);
-        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir), err[CLIP_ERR_SIZE];
-        float *row = add_rows(&e, 1);
-        if (dd) { int sh[1] = {n}; char p[4200]; snprintf(p, sizeof p, "%s/text_ids.npy", dd); write_npy(p, "<i4", ids, 4, 1, sh); }
-        if (clip_encode_text(m, ids, n, row, dd ? dump_npy : NULL, dd, err)) {
-            if (i < o->ids.n) die(1, "--ids '%s': %s", o->ids.v[i], err);
-            die(1, "%s", err);
+    embed_texts(o, m, &e, n_inputs);
+    for (int i0 = 0; i0 < o->images.n; i0 += IMAGE_BATCH) {   /* --image: IMAGE_BATCH files at a time */
+        int count = o->images.n - i0 < IMAGE_BATCH ? o->images.n - i0 : IMAGE_BATCH;
+        float *px = xmalloc(count * per * sizeof(float));
+        for (int b = 0; b < count; b++) {
+            float *one = image_pixels(m, o->images.v[i0 + b], o->resize);
+            memcpy(px + b * per, one, per * sizeof(float));
+            free(one);
         }
-    }
-    for (int i = 0; i < o->images.n; i++) {
-        float *px = image_pixels(m, o->images.v[i], o->resize);
-        char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir);
-        float *row = add_rows(&e, 1);
-        if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", px, 4, sh); }
-        image_features(m, px, row, dd ? dump_npy : NULL, dd);
+        embed_pixels(o, m, &e, n_inputs, px, count);
         free(px);
     }
     for (int i = 0; i < o->pixels.n; i++) {
@@ -508,16 +569,7 @@ static int cmd_embed(const options *o)
         if (nd == 3 && dims[0] == 3 && dims[1] == S && dims[2] == S) count = 1;
         else if (nd == 4 && dims[1] == 3 && dims[2] == S && dims[3] == S) count = dims[0];
         if (!count) die(1, "%s: pixel values must have shape [N, 3, %d, %d] for this model", o->pixels.v[i], S, S);
-        for (int k = 0; k < count;) {
-            /* without --dump, IMAGE_BATCH images share each pass over the weights */
-            int batch = o->dump ? 1 : (count - k < IMAGE_BATCH ? count - k : IMAGE_BATCH);
-            char *dd = dump_dir(o, n_inputs, e.rows, dumpdir, sizeof dumpdir), err[CLIP_ERR_SIZE];
-            float *row = add_rows(&e, batch);
-            const float *pk = px + (size_t)k * 3 * S * S;
-            if (dd) { int sh[4] = {1, 3, S, S}; dump_npy(dd, "pixel_values", pk, 4, sh); }
-            if (clip_encode_images(m, pk, batch, row, dd ? dump_npy : NULL, dd, err)) die(1, "%s", err);
-            k += batch;
-        }
+        embed_pixels(o, m, &e, n_inputs, px, count);
         free(px);
     }
     if (!o->raw)
@@ -1196,16 +1248,30 @@ static const command commands[] = {
      "reports accuracy, per-class accuracy and the confusion matrix (its 32x32 images\n"
      "are upscaled to the model's size, which is why accuracy there is lower)."},
     {"embed", cmd_embed, OPT_MODEL | OPT_IMAGE | OPT_TEXT | OPT_IDS | OPT_PIXELS | OPT_RAW | OPT_OUTPUT | OPT_DUMP |
-     OPT_RESIZE | OPT_THREADS,
-     "-m MODEL (--image F | --text S | --pixel-values F.npy | --ids \"49406 ... 49407\") ... [--raw] [-o OUT.npy] [--dump DIR]",
+     OPT_RESIZE | OPT_THREADS | OPT_LIST | OPT_SHARD,
+     "-m MODEL (--image F | --text S | --pixel-values F.npy | --ids \"49406 ... 49407\") ... [--raw] [-o OUT.npy] [--dump DIR]\n"
+     "  clip embed      -m MODEL --list FILE|- -o OUT.npy [--shard I/N]",
      "write embeddings as float32 .npy [N, D] (L2-normalized; --raw: projections);\n"
-     "              every option may repeat; --dump DIR writes every stage as .npy",
+     "              every option may repeat; --dump DIR writes every stage as .npy;\n"
+     "              --list FILE: the pictures named in FILE into OUT.npy, with\n"
+     "              OUT.paths.txt and OUT.failures.tsv beside it",
      "Embeddings as float32 .npy [N, D], one row per input, L2-normalized (--raw:\n"
      "the projections as they come); printed when there is no -o. Every input option\n"
      "may repeat; the rows come in the order ids, texts, images, pixel values.\n"
      "--dump DIR writes every stage (the ids or pixel values, each layer's output as\n"
      "Hugging Face's hidden_states, the pooled output, the features) as DIR/NAME.npy,\n"
-     "in DIR/0, DIR/1, ... for several inputs."},
+     "in DIR/0, DIR/1, ... for several inputs.\n"
+     "--list FILE (- for stdin) embeds the pictures it names, one a line, into OUT.npy\n"
+     "in list order, OUT.paths.txt beside it; a picture that fails is a row of zeros and\n"
+     "a line of OUT.failures.tsv. --shard I/N takes only the I-th of N equal parts."},
+    {"index", NULL, 0,
+     "-m MODEL DIR|FILE ... -o INDEX [--shard I/N]   (clip index --help)",
+     "embed a folder of pictures into an index, incrementally (clip index --help)",
+     "(search.c: clip index --help)"},
+    {"search", NULL, 0,
+     "-m MODEL INDEX (TEXT | --image FILE) [--top K] [--json] [--html OUT.html]",
+     "the pictures of an index closest to a text or a picture (clip search --help)",
+     "(search.c: clip search --help)"},
     {"tokenize", cmd_tokenize, OPT_MODEL | OPT_TEXT | OPT_PAD,
      "-m MODEL [--pad] TEXT ...",
      "one line of token ids per text",
@@ -1288,12 +1354,17 @@ int main(int argc, char **argv)
     int rc;
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        if (argc > 2 && (cmd = find_command(argv[2])) && !cmd->run) {   /* clip help index: its own help */
+            char *again[] = {argv[0], argv[2], "--help", NULL};
+            return !strcmp(cmd->name, "index") ? cmd_index(3, again) : cmd_search(3, again);
+        }
         if (argc > 2 && (cmd = find_command(argv[2]))) command_help(cmd);   /* clip help COMMAND */
         else usage(stdout);
         return 0;
     }
     if (!strcmp(argv[1], "--version")) { printf("clip %s (%s)\n", CLIP_VERSION, clip_build_info()); return 0; }
     if (!(cmd = find_command(argv[1]))) usage_error("unknown command '%s'", argv[1]);
+    if (!cmd->run) return !strcmp(cmd->name, "index") ? cmd_index(argc, argv) : cmd_search(argc, argv);
     command_name = argv[1];
     parse_options(argc, argv, cmd, &o);
     rc = cmd->run(&o);

@@ -111,33 +111,6 @@ for name in MODELS:
 # through GNU ld's --wrap where the linker has it.
 def scratch_driver():
     cc = os.environ.get("CC", "cc").split()
-    srcs = [os.path.join(ROOT, f) for f in ("test/scratch_driver.c", "clip.c", "tokenizer.c", "image.c", "tensor.c")]
-    exe = os.path.join(OUT, "scratch_driver")
-    base = [*cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", *os.environ.get("CLIP_KERNELS", "").split()]
-    wrap = ["-DCOUNT_ALLOCS", "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc"]
-    p = run([*base, *wrap, *srcs, "-lm", "-o", exe], ok=False)
-    if p.returncode != 0:
-        print("note: the linker has no --wrap: the driver runs without counting allocations")
-        p = run([*base, *srcs, "-lm", "-o", exe], ok=False)
-    err = p.stderr.decode(errors="replace")
-    R.check(p.returncode == 0 and "warning:" not in err, f"scratch_driver builds without warnings {err[-500:]}")
-    return exe if p.returncode == 0 else None
-
-
-exe = scratch_driver()
-for name in ["tiny-b32", "tiny-l14-336"] if exe else []:
-    p = run([exe, converted(name)], ok=False)
-    lines = [l for l in p.stdout.decode().splitlines() if l[:4] in ("ok  ", "FAIL")]
-    for l in lines:
-        R.check(l.startswith("ok"), f"{name} scratch: {l[5:]}")
-    R.check(p.returncode == 0 and lines, f"{name} scratch_driver exits {p.returncode} {p.stderr.decode()[-300:]}")
-
-
-# Caller-owned scratch (clip_encode_*_scratch): test/scratch_driver.c, built with $CC and the
-# kernel flags of this build ($CLIP_KERNELS, set by make), counting the library's allocations
-# through GNU ld's --wrap where the linker has it.
-def scratch_driver():
-    cc = os.environ.get("CC", "cc").split()
     srcs = [os.path.join(os.path.dirname(OUT), "scratch_driver.c")] + make_var("LIBSRC")
     exe = os.path.join(OUT, "scratch_driver")
     base = [*cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", *os.environ.get("CLIP_KERNELS", "").split()]

@@ -15,7 +15,8 @@ What it keeps and how (every step is checked here, and fails loudly if it does n
                      the sha256 of the float32 bytes of NAME.pil.npy and NAME.hf5.npy (the arrays
                      themselves are dropped; the tests compare bytes). The .rgb.npy arrays are dropped
                      (`rgb_sha256` is their sha256 already).
-  tokenizer/         vocab.json, merges.txt, tokenizer.json, the configs and cases.json, as they are
+  tokenizer/         vocab.json, merges.txt, tokenizer.json, the configs, cases.json and
+                     batch_padding.npz, as they are
   models/NAME/       config and tokenizer files as they are; the weights (model.safetensors,
                      pytorch_model.bin) with every row of the token embedding that no golden input_ids
                      uses set to zero (the rows the goldens use are kept exactly, at the precision
@@ -282,8 +283,7 @@ def main():
             old, new = zeroed_f32[twin]
             weights.insert([w[0] for w in weights].index("models/%s/model.safetensors" % twin) + 1,
                             ("models/%s/pytorch_model.bin" % m, zero_torch_zip(read("models/%s/pytorch_model.bin" % m), old, new)))
-    tok = [("tokenizer/" + f, read("tokenizer/" + f)) for f in sorted(os.listdir(os.path.join(src, "tokenizer")))
-           if f != "batch_padding.npz"]
+    tok = [("tokenizer/" + f, read("tokenizer/" + f)) for f in sorted(os.listdir(os.path.join(src, "tokenizer")))]
     outputs.append(("images/expected/index.json", json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"))
     # the README of the reference folder, as provenance
     outputs.append(("README.reference.md", read("README.md")))
