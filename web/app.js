@@ -6,6 +6,20 @@ const $ = (id) => document.getElementById(id);
 let clip = null;          // the emscripten module (createClip() in clip.js)
 let loadedModel = null;   // the File now loaded into clip, if any
 
+// The model that ships with the repository (make wasm copies data/clip-shapes.bin and
+// data/shapes-demo.png next to this page): used when no model file is picked.
+const SHIPPED_MODEL = 'clip-shapes.bin', SHIPPED_PICTURE = 'shapes-demo.png';
+const SHAPE_CAPTIONS = ['a photo of a red circle', 'a photo of an orange star', 'a photo of a purple star',
+                        'a photo of a blue square', 'a photo of a green triangle'];
+let shippedModel = null;  // File, once fetched
+let demoPicture = null;   // File, once "try it" fetched it (used while no image is picked)
+
+async function fetchFile(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: ${r.status} ${r.statusText} (make wasm puts it next to index.html)`);
+  return new File([await r.blob()], url);
+}
+
 function setStatus(text, isError) {
   $('status').textContent = text;
   $('status').className = isError ? 'error' : '';
@@ -87,9 +101,9 @@ function showResults(captions, logits, probs) {
 
 // Experiment 1: one image, n captions -> softmax(exp(logit_scale) * cosine similarities).
 async function run() {
-  const modelFile = $('model').files[0], imageFile = $('image').files[0];
+  let modelFile = $('model').files[0];
+  const imageFile = $('image').files[0] || demoPicture;
   const captions = $('captions').value.split('\n').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (!modelFile) return setStatus('Pick a model file first.', true);
   if (!imageFile) return setStatus('Pick an image first.', true);
   if (captions.length === 0) return setStatus('Type at least one caption.', true);
   $('run').disabled = true;
@@ -97,6 +111,13 @@ async function run() {
   let buf = 0;
   try {
     const t0 = performance.now();
+    if (!modelFile) {
+      if (!shippedModel) {
+        setStatus('Fetching the shipped model…');
+        shippedModel = await fetchFile(SHIPPED_MODEL);
+      }
+      modelFile = shippedModel;
+    }
     if (loadedModel !== modelFile) {
       setStatus('Loading the model…');
       await new Promise((r) => setTimeout(r, 0));   // let the status paint
@@ -125,16 +146,33 @@ async function run() {
   }
 }
 
-$('image').addEventListener('change', () => {
-  const file = $('image').files[0], img = $('preview');
+function showPreview(file) {
+  const img = $('preview');
   if (img.src) URL.revokeObjectURL(img.src);
   img.hidden = !file;
   if (file) img.src = URL.createObjectURL(file);
-});
+}
+
+$('image').addEventListener('change', () => showPreview($('image').files[0] || demoPicture));
 $('run').addEventListener('click', run);
+
+// "try it": the shipped model on its demo picture, with captions about shapes
+$('try-shapes').addEventListener('click', async (e) => {
+  e.preventDefault();
+  try {
+    demoPicture = demoPicture || await fetchFile(SHIPPED_PICTURE);
+  } catch (err) {
+    return setStatus(err.message, true);
+  }
+  $('model').value = '';
+  $('image').value = '';
+  showPreview(demoPicture);
+  $('captions').value = SHAPE_CAPTIONS.join('\n');
+  if (clip) run();
+});
 
 createClip().then((m) => {
   clip = m;
   $('run').disabled = false;
-  setStatus('Ready.');
+  setStatus('Ready. Without a model file the page uses the shipped clip-shapes.bin.');
 }, (e) => setStatus('Cannot start the WebAssembly module: ' + e, true));
