@@ -120,7 +120,7 @@ web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
 # that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
 # CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
 # CLIP_KERNELS: the kernel flags, for the suites that compile tensor.c themselves.
-test: clip
+test: all
 	CLIP_KERNELS="$(KERNELS)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
 
 # make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
