@@ -11,11 +11,11 @@
 #define _POSIX_C_SOURCE 200809L   /* mmap, open, fstat */
 #define _DEFAULT_SOURCE           /* madvise, where the C library has it */
 #include "clip.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,15 +87,6 @@ typedef struct {
     float *pooled;              /* [batch, d] the pooled rows */
     int *pool;                  /* [batch] which row of each sequence is pooled */
 } buffers;
-
-static void set_err(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err) return;
-    va_start(ap, fmt);
-    vsnprintf(err, CLIP_ERR_SIZE, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------------------ */
 /* The encoder layer (CLIPEncoderLayer), shared by both towers               */
@@ -424,9 +415,9 @@ int clip_scratch_alloc(clip_scratch *s, const clip_model *m, int max_images, int
     s->size = clip_scratch_size(m, max_images, max_texts, max_tokens);
     s->data = s->size ? malloc(s->size) : NULL;
     if (!s->data) {
-        set_err(err, "out of memory (scratch for %d images, %d texts of %d tokens)", max_images, max_texts, max_tokens);
         s->size = 0;
-        return CLIP_ENOMEM;
+        return clip_fail(err, CLIP_ENOMEM, "out of memory (scratch for %d images, %d texts of %d tokens)", max_images,
+                         max_texts, max_tokens);
     }
     return CLIP_OK;
 }
@@ -443,9 +434,9 @@ static int use_scratch(buffers *b, const clip_scratch *s, double need, const cli
                        int patches, int patch_in, char *err)
 {
     if (!s || !s->data || need > (double)s->size) {
-        set_err(err, "the scratch memory holds %zu bytes but this batch needs %.0f (see clip_scratch_size)",
+        return clip_fail(err, CLIP_EINPUT,
+                "the scratch memory holds %zu bytes but this batch needs %.0f (see clip_scratch_size)",
                 s && s->data ? s->size : (size_t)0, need);
-        return CLIP_EINPUT;
     }
     lay_out(b, s->data, c, batch, n, patches, patch_in);
     return CLIP_OK;
@@ -455,17 +446,17 @@ static int use_scratch(buffers *b, const clip_scratch *s, double need, const cli
 static int check_texts(const clip_config *c, const int32_t *const *ids, const int *lens, int count, int *n, char *err)
 {
     *n = 0;
-    if (count < 1) { set_err(err, "no texts to encode"); return CLIP_EINPUT; }
+    if (count < 1) return clip_fail(err, CLIP_EINPUT, "no texts to encode");
     for (int t = 0; t < count; t++) {
         if (lens[t] < 1 || lens[t] > c->max_positions) {
-            set_err(err, "a text must have between 1 and %d tokens (got %d)", c->max_positions, lens[t]);
-            return CLIP_EINPUT;
+            return clip_fail(err, CLIP_EINPUT,
+                    "a text must have between 1 and %d tokens (got %d)", c->max_positions, lens[t]);
         }
         for (int i = 0; i < lens[t]; i++) {
             if (ids[t][i] < 0 || ids[t][i] >= c->vocab_size) {
-                set_err(err, "token id %ld at position %d is outside the vocabulary (0..%d)", (long)ids[t][i], i,
+                return clip_fail(err, CLIP_EINPUT,
+                        "token id %ld at position %d is outside the vocabulary (0..%d)", (long)ids[t][i], i,
                         c->vocab_size - 1);
-                return CLIP_EINPUT;
             }
         }
         *n = lens[t] > *n ? lens[t] : *n;
@@ -492,7 +483,7 @@ int clip_encode_images_scratch(clip_model *m, clip_scratch *s, const float *pixe
     int p = c->patch, g = c->image_size / p;
     buffers b;
     int rc;
-    if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
+    if (count < 1) return clip_fail(err, CLIP_EINPUT, "no images to encode");
     if ((rc = use_scratch(&b, s, image_bytes(c, count), &c->vision, count, 1 + g * g, g * g, 3 * p * p, err)))
         return rc;
     vision_tower(m, &b, pixels, count, features, dump, ctx);
@@ -505,9 +496,8 @@ static int scratch_for_call(clip_scratch *s, double bytes, char *err)
     s->size = bytes < (double)((size_t)-1) ? (size_t)bytes : 0;
     s->data = s->size ? malloc(s->size) : NULL;
     if (!s->data) {
-        if (s->size) set_err(err, "out of memory (%.0f bytes of activations)", bytes);
-        else set_err(err, "out of memory (the batch is too large for this machine)");
-        return CLIP_ENOMEM;
+        if (s->size) return clip_fail(err, CLIP_ENOMEM, "out of memory (%.0f bytes of activations)", bytes);
+        return clip_fail(err, CLIP_ENOMEM, "out of memory (the batch is too large for this machine)");
     }
     return CLIP_OK;
 }
@@ -541,7 +531,7 @@ int clip_encode_images(clip_model *m, const float *pixels, int count, float *fea
 {
     clip_scratch s;
     int rc;
-    if (count < 1) { set_err(err, "no images to encode"); return CLIP_EINPUT; }
+    if (count < 1) return clip_fail(err, CLIP_EINPUT, "no images to encode");
     if ((rc = scratch_for_call(&s, image_bytes(&m->config, count), err))) return rc;
     rc = clip_encode_images_scratch(m, &s, pixels, count, features, dump, ctx, err);
     free(s.data);
@@ -623,17 +613,15 @@ enum index_field {                  /* byte offsets in a tensor index entry */
 #define MAX_GRID 128          /* at most 128 x 128 patches (16385 tokens) */
 #define MAX_POSITIONS 16384
 
-static uint32_t rd32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static float rdf32(const uint8_t *p) { uint32_t u = rd32(p); float f; memcpy(&f, &u, 4); return f; }
-static int32_t slot_i(const uint8_t *h, int slot) { return (int32_t)rd32(h + FIELD_SLOTS + 4 * slot); }
+static float rdf32(const uint8_t *p) { uint32_t u = rd32le(p); float f; memcpy(&f, &u, 4); return f; }
+static int32_t slot_i(const uint8_t *h, int slot) { return (int32_t)rd32le(h + FIELD_SLOTS + 4 * slot); }
 static float slot_f(const uint8_t *h, int slot) { return rdf32(h + FIELD_SLOTS + 4 * slot); }
 
 /* the header's hyperparameters -> the config (checked by check_config) */
 static void read_config(const uint8_t *h, clip_config *c)
 {
     clip_preprocess_config *pp = &c->preprocess;
-    c->synthetic = (rd32(h + FIELD_FLAGS) & FLAG_SYNTHETIC) != 0;
+    c->synthetic = (rd32le(h + FIELD_FLAGS) & FLAG_SYNTHETIC) != 0;
     c->projection_dim = slot_i(h, SLOT_PROJECTION_DIM);
 
     c->vision.hidden = slot_i(h, SLOT_VISION_HIDDEN_SIZE);
@@ -677,9 +665,9 @@ static int check_tower(const clip_tower_config *t, const char *which, char *err)
     if (t->hidden < 1 || t->hidden > 16384 || t->heads < 1 || t->hidden % t->heads != 0 ||
         t->layers < 1 || t->layers > 256 || t->intermediate < 1 || t->intermediate > 65536 ||
         (t->act != CLIP_ACT_QUICK_GELU && t->act != CLIP_ACT_GELU) || !(t->eps > 0.0f && t->eps < 1.0f)) {
-        set_err(err, "the %s configuration is invalid (hidden %d, heads %d, layers %d, intermediate %d)",
+        return clip_fail(err, CLIP_EINPUT,
+                "the %s configuration is invalid (hidden %d, heads %d, layers %d, intermediate %d)",
                 which, t->hidden, t->heads, t->layers, t->intermediate);
-        return CLIP_EINPUT;
     }
     return CLIP_OK;
 }
@@ -693,14 +681,13 @@ static int check_config(const clip_config *c, char *err)
         c->image_size / c->patch > MAX_GRID ||
         c->vocab_size < 1 || c->vocab_size > (1 << 24) || c->max_positions < 2 || c->max_positions > MAX_POSITIONS ||
         c->eos_token_id < 0 || c->eos_token_id >= c->vocab_size) {
-        set_err(err, "the model configuration is invalid (corrupt header)");
-        return CLIP_EINPUT;
+        return clip_fail(err, CLIP_EINPUT, "the model configuration is invalid (corrupt header)");
     }
     if (pp->shortest_edge < 1 || pp->shortest_edge > 4096 || pp->crop_h != c->image_size || pp->crop_w != c->image_size ||
         !(pp->std[0] > 0 && pp->std[1] > 0 && pp->std[2] > 0)) {
-        set_err(err, "the preprocessing configuration is invalid (crop %dx%d for a %d-pixel model)",
+        return clip_fail(err, CLIP_EINPUT,
+                "the preprocessing configuration is invalid (crop %dx%d for a %d-pixel model)",
                 pp->crop_w, pp->crop_h, c->image_size);
-        return CLIP_EINPUT;
     }
     return CLIP_OK;
 }
@@ -710,22 +697,19 @@ static int parse_header(clip_model *m, char *err)
 {
     const uint8_t *h = m->data;
     if (m->size < HEADER_BYTES || memcmp(h + FIELD_MAGIC, "CLIPCMOD", 8) != 0) {
-        set_err(err, "not a clip.c model file (convert a Hugging Face checkpoint with convert.py)");
-        return CLIP_EINPUT;
+        return clip_fail(err, CLIP_EINPUT,
+                "not a clip.c model file (convert a Hugging Face checkpoint with convert.py)");
     }
-    if (rd32(h + FIELD_VERSION) != FORMAT_VERSION && rd32(h + FIELD_VERSION) != 1) {
-        set_err(err, "model file version %u is not supported (this build reads versions 1 to %d)",
-                rd32(h + FIELD_VERSION), FORMAT_VERSION);
-        return CLIP_EINPUT;
+    if (rd32le(h + FIELD_VERSION) != FORMAT_VERSION && rd32le(h + FIELD_VERSION) != 1) {
+        return clip_fail(err, CLIP_EINPUT, "model file version %u is not supported (this build reads versions 1 to %d)",
+                rd32le(h + FIELD_VERSION), FORMAT_VERSION);
     }
-    if (rd32(h + FIELD_HEADER_BYTES) != HEADER_BYTES) {
-        set_err(err, "corrupt header (header size %u)", rd32(h + FIELD_HEADER_BYTES));
-        return CLIP_EINPUT;
+    if (rd32le(h + FIELD_HEADER_BYTES) != HEADER_BYTES) {
+        return clip_fail(err, CLIP_EINPUT, "corrupt header (header size %u)", rd32le(h + FIELD_HEADER_BYTES));
     }
-    if (rd64(h + FIELD_FILE_BYTES) != (uint64_t)m->size) {
-        set_err(err, "the file is %llu bytes but its header says %llu: truncated or corrupt",
-                (unsigned long long)m->size, (unsigned long long)rd64(h + FIELD_FILE_BYTES));
-        return CLIP_EINPUT;
+    if (rd64le(h + FIELD_FILE_BYTES) != (uint64_t)m->size) {
+        return clip_fail(err, CLIP_EINPUT, "the file is %llu bytes but its header says %llu: truncated or corrupt",
+                (unsigned long long)m->size, (unsigned long long)rd64le(h + FIELD_FILE_BYTES));
     }
     read_config(h, &m->config);
     return check_config(&m->config, err);
@@ -769,35 +753,37 @@ static const void *find_data(tensor_index *ix, const char *prefix, const char *n
     snprintf(full, sizeof full, "%s%s", prefix, name);
     for (uint32_t t = 0; t < ix->count; t++) {
         const uint8_t *e = ix->entries + (size_t)t * INDEX_ENTRY_BYTES;
-        uint64_t off = rd64(e + ENTRY_OFFSET), elems = 1, size = ix->m->size, bytes;
-        uint32_t dt = rd32(e + ENTRY_DTYPE), version = rd32(ix->m->data + FIELD_VERSION);
+        uint64_t off = rd64le(e + ENTRY_OFFSET), elems = 1, size = ix->m->size, bytes;
+        uint32_t dt = rd32le(e + ENTRY_DTYPE), version = rd32le(ix->m->data + FIELD_VERSION);
         if (strncmp((const char *)e + ENTRY_NAME, full, NAME_BYTES) != 0) continue;
         ix->failed = 1;
         if (dt > CLIP_DTYPE_Q8 || (version == 1 && dt != CLIP_DTYPE_F32)) {
-            set_err(ix->err, "tensor %s has dtype %u, which this build does not know (version %u files hold "
-                    "%s)", full, dt, version, version == 1 ? "0 float32" : "0 float32, 1 float16, 2 q8");
+            clip_fail(ix->err, CLIP_EINPUT, "tensor %s has dtype %u, which this build does not know (version %u "
+                      "files hold %s)", full, dt, version, version == 1 ? "0 float32" : "0 float32, 1 float16, 2 q8");
             return NULL;
         }
         if (dt != CLIP_DTYPE_F32 && !weights) {
-            set_err(ix->err, "tensor %s is %s; layer norms, biases and the class and position embeddings must be "
-                    "float32", full, DTYPE_NAMES[dt]);
+            clip_fail(ix->err, CLIP_EINPUT, "tensor %s is %s; layer norms, biases and the class and position "
+                      "embeddings must be float32", full, DTYPE_NAMES[dt]);
             return NULL;
         }
-        if (rd32(e + ENTRY_NDIM) != (uint32_t)ndim) {
-            set_err(ix->err, "tensor %s has %u dimensions, expected %d", full, rd32(e + ENTRY_NDIM), ndim);
+        if (rd32le(e + ENTRY_NDIM) != (uint32_t)ndim) {
+            clip_fail(ix->err, CLIP_EINPUT, "tensor %s has %u dimensions, expected %d", full, rd32le(e + ENTRY_NDIM),
+                      ndim);
             return NULL;
         }
         for (int i = 0; i < ndim; i++) {
-            uint32_t dim = rd32(e + ENTRY_SHAPE + 4 * i);
+            uint32_t dim = rd32le(e + ENTRY_SHAPE + 4 * i);
             if (dim != (uint32_t)shape[i]) {
-                set_err(ix->err, "tensor %s has dimension %d of size %u, expected %d", full, i, dim, shape[i]);
+                clip_fail(ix->err, CLIP_EINPUT, "tensor %s has dimension %d of size %u, expected %d", full, i, dim,
+                          shape[i]);
                 return NULL;
             }
             elems *= (uint64_t)shape[i];
         }
         bytes = tensor_bytes(dt, ndim, shape, elems);
         if (off % 64 != 0 || off < HEADER_BYTES || off > size || bytes > size - off) {
-            set_err(ix->err, "tensor %s lies outside the file (truncated or corrupt)", full);
+            clip_fail(ix->err, CLIP_EINPUT, "tensor %s lies outside the file (truncated or corrupt)", full);
             return NULL;
         }
         ix->failed = 0;
@@ -806,7 +792,7 @@ static const void *find_data(tensor_index *ix, const char *prefix, const char *n
         *dtype = (int)dt;
         return ix->m->data + off;
     }
-    set_err(ix->err, "tensor %s is missing", full);
+    clip_fail(ix->err, CLIP_EINPUT, "tensor %s is missing", full);
     ix->failed = 1;
     return NULL;
 }
@@ -888,19 +874,20 @@ static int map_file(clip_model *m, const char *path, char *err)
 {
     struct stat st;
     int fd = open(path, O_RDONLY);
-    if (fd < 0) { set_err(err, "%s: %s", path, strerror(errno)); return CLIP_EIO; }
+    if (fd < 0) return clip_fail(err, CLIP_EIO, "%s: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, "%s: not a regular file", path);
         close(fd);
-        return CLIP_EIO;
+        return clip_fail(err, CLIP_EIO, "%s: not a regular file", path);
     }
     if ((uint64_t)st.st_size > (uint64_t)(size_t)-1) {
-        set_err(err, "%s: the file is too large for this machine's address space", path);
         close(fd);
-        return CLIP_ENOMEM;
+        return clip_fail(err, CLIP_ENOMEM, "%s: the file is too large for this machine's address space", path);
     }
     m->size = (size_t)st.st_size;
-    if (m->size == 0) { set_err(err, "%s: the file is empty", path); close(fd); return CLIP_EINPUT; }
+    if (m->size == 0) {
+        close(fd);
+        return clip_fail(err, CLIP_EINPUT, "%s: the file is empty", path);
+    }
     void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p != MAP_FAILED) {
         m->data = p;
@@ -915,10 +902,17 @@ static int map_file(clip_model *m, const char *path, char *err)
     } else {   /* no mmap (some WASM file systems): read it whole */
         uint8_t *buf = malloc(m->size);
         size_t got = 0;
-        if (!buf) { set_err(err, "%s: out of memory reading %zu bytes", path, m->size); close(fd); return CLIP_ENOMEM; }
+        if (!buf) {
+            close(fd);
+            return clip_fail(err, CLIP_ENOMEM, "%s: out of memory reading %zu bytes", path, m->size);
+        }
         while (got < m->size) {
             ssize_t r = read(fd, buf + got, m->size - got);
-            if (r <= 0) { set_err(err, "%s: read error", path); free(buf); close(fd); return CLIP_EIO; }
+            if (r <= 0) {
+                free(buf);
+                close(fd);
+                return clip_fail(err, CLIP_EIO, "%s: read error", path);
+            }
             got += (size_t)r;
         }
         m->data = buf;
@@ -937,34 +931,34 @@ static int load_model(clip_model *m, const char *name, char *err)
     uint32_t count;
 
     if ((rc = parse_header(m, why))) goto fail;
-    tok_off = rd64(h + FIELD_TOKENIZER_OFFSET);
-    tok_len = rd64(h + FIELD_TOKENIZER_BYTES);
-    idx_off = rd64(h + FIELD_INDEX_OFFSET);
-    count = rd32(h + FIELD_TENSOR_COUNT);
+    tok_off = rd64le(h + FIELD_TOKENIZER_OFFSET);
+    tok_len = rd64le(h + FIELD_TOKENIZER_BYTES);
+    idx_off = rd64le(h + FIELD_INDEX_OFFSET);
+    count = rd32le(h + FIELD_TENSOR_COUNT);
     if (tok_off < HEADER_BYTES || tok_off > m->size || tok_len > m->size - tok_off ||
         idx_off < HEADER_BYTES || idx_off % 8 != 0 || idx_off > m->size ||
         count > (m->size - idx_off) / INDEX_ENTRY_BYTES) {
-        snprintf(why, sizeof why, "section offsets lie outside the file (truncated or corrupt)");
-        rc = CLIP_EINPUT;
+        rc = clip_fail(why, CLIP_EINPUT, "section offsets lie outside the file (truncated or corrupt)");
         goto fail;
     }
     if ((rc = clip_tokenizer_load(&m->tokenizer, m->data + tok_off, (size_t)tok_len, why))) goto fail;
     m->w.text_layers = calloc((size_t)m->config.text.layers, sizeof(clip_layer));
     m->w.vision_layers = calloc((size_t)m->config.vision.layers, sizeof(clip_layer));
-    if (!m->w.text_layers || !m->w.vision_layers) { snprintf(why, sizeof why, "out of memory"); rc = CLIP_ENOMEM; goto fail; }
+    if (!m->w.text_layers || !m->w.vision_layers) {
+        rc = clip_fail(why, CLIP_ENOMEM, "out of memory");
+        goto fail;
+    }
     if ((rc = load_weights(m, m->data + idx_off, count, why))) goto fail;
     return CLIP_OK;
 fail:
-    set_err(err, "%s: %s", name, why);
-    return rc;
+    return clip_fail(err, rc, "%s: %s", name, why);
 }
 
-static int little_endian(char *err)
+static int check_little_endian(char *err)
 {
     const uint16_t one = 1;
-    if (*(const uint8_t *)&one == 1) return 1;
-    set_err(err, "this build supports little-endian machines only");
-    return 0;
+    if (*(const uint8_t *)&one == 1) return CLIP_OK;
+    return clip_fail(err, CLIP_EINPUT, "this build supports little-endian machines only");
 }
 
 /* Start-up: the first text reads every weight of the text layers (12 x 12 MB
@@ -1002,8 +996,8 @@ int clip_load(clip_model **out, const char *path, char *err)
     int rc;
     clip_model *m;
     *out = NULL;
-    if (!little_endian(err)) return CLIP_EINPUT;
-    if (!(m = calloc(1, sizeof *m))) { set_err(err, "out of memory"); return CLIP_ENOMEM; }
+    if ((rc = check_little_endian(err))) return rc;
+    if (!(m = calloc(1, sizeof *m))) return clip_fail(err, CLIP_ENOMEM, "out of memory");
     m->owned = 1;
     if ((rc = map_file(m, path, err)) || (rc = load_model(m, path, err))) { clip_free(m); return rc; }
     if (m->mapped) populate_text_layers(m);
@@ -1016,9 +1010,9 @@ int clip_load_memory(clip_model **out, const uint8_t *data, size_t size, char *e
     int rc;
     clip_model *m;
     *out = NULL;
-    if (!little_endian(err)) return CLIP_EINPUT;
-    if ((uintptr_t)data % 64 != 0) { set_err(err, "model data must be 64-byte aligned in memory"); return CLIP_EINPUT; }
-    if (!(m = calloc(1, sizeof *m))) { set_err(err, "out of memory"); return CLIP_ENOMEM; }
+    if ((rc = check_little_endian(err))) return rc;
+    if ((uintptr_t)data % 64 != 0) return clip_fail(err, CLIP_EINPUT, "model data must be 64-byte aligned in memory");
+    if (!(m = calloc(1, sizeof *m))) return clip_fail(err, CLIP_ENOMEM, "out of memory");
     m->data = data;
     m->size = size;
     if ((rc = load_model(m, "model", err))) { clip_free(m); return rc; }
