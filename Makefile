@@ -119,9 +119,10 @@ web/clip.js: web/clip_web.c $(LIBSRC) $(HEADERS) build/wasm-flags
 # make test: every suite in test/ (test/README.md). Needs a C compiler, make and python3; a suite
 # that needs an optional tool says "skipped: needs X" (make test-deps installs them all, and
 # CLIP_TEST_STRICT=1 makes a skipped suite fail the run). One suite: CLIP_TESTS="model cli" make test.
-# CLIP_KERNELS: the kernel flags, for the suites that compile tensor.c themselves.
+# CLIP_KERNELS, CLIP_CFLAGS: the kernel flags and the build's own, for the C suites (tensor.c's
+# kernels are tested as `clip` runs them: AVX-512 here, with OpenMP).
 test: all
-	CLIP_KERNELS="$(KERNELS)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
+	CLIP_KERNELS="$(KERNELS)" CLIP_CFLAGS="$(CFLAGS) $(OPENMP)" PYTHON="$(PYTHON)" LIBSRC="$(LIBSRC)" sh test/run.sh
 
 # make test-deps: every optional oracle of make test, on Debian/Ubuntu (apt-get; npm install in test/)
 test-deps:

@@ -300,7 +300,7 @@ static void quantize_row(const q8_rows *r, const float *x, int i, int in)
 static void clip_quantize_rows(const q8_rows *r, const float *x, int n, int in)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((double)n * in >= 262144.0)
+#pragma omp parallel for schedule(static) if ((double)n * in >= 32768.0)
 #endif
     for (int i = 0; i < n; i++) quantize_row(r, x, i, in);
 }
@@ -954,14 +954,14 @@ static void linear_f16(float *y, const float *x, const uint16_t *w, const float 
 /* ------------------------------------------------------------------------ */
 /* q8 weights: ref_linear_q8's sums                                          */
 /* ------------------------------------------------------------------------ */
-/* A tile is QR rows of x against one group of 16 rows of the weight: per
- * block, the 16 x QR int32 sums of 32 int8 products (one vector of 16 lanes
- * per row of x on AVX-512, two on AVX2, four on NEON and WebAssembly), then
- * each converted to float and added times its two scales into a float sum
- * per output. The int32 sums are exact, as the reference's; the float sums
- * run over the blocks in order, in float instead of double. Threads take
- * groups of 16 outputs, each group's weight stays in cache while every tile
- * of x passes over it. */
+/* A tile is QR rows of x against two groups of 16 rows of the weight (32
+ * outputs): per block, the 32 x QR int32 sums of 32 int8 products (one
+ * vector of 16 lanes per row of x and group on AVX-512, two on AVX2, four on
+ * NEON and WebAssembly), then each converted to float and added times its
+ * two scales into a float sum per output. The int32 sums are exact, as the
+ * reference's; the float sums run over the blocks in order, in float instead
+ * of double. Two groups share each load of x. Threads take pairs of groups,
+ * whose weights stay in cache while every tile of x passes over them. */
 #define QR 4   /* rows of x per tile */
 
 /* isum[r][l] = sum over the block's 32 k of xq[r][k] * wq[l][k] for r < QR, l < 16;
@@ -973,32 +973,38 @@ static void linear_f16(float *y, const float *x, const uint16_t *w, const float 
  * bit flipped, are w + 128 as unsigned, and the xq bytes (signed) come
  * broadcast 4 at a time, so that lane l sums (w + 128) x; 128 times the
  * block's sum of x (asum) comes off at the start. */
-static void q8_tile(float acc[QR][Q8_ROWS], const int8_t *const xq[QR], const float *const xs[QR],
-                    const int32_t *const xsum[QR], const int8_t *wq, const float *ws, int nb)
+static void q8_tile(float acc[2][QR][Q8_ROWS], const int8_t *const xq[QR], const float *const xs[QR],
+                    const int32_t *const xsum[QR], const int8_t *const wq[2], const float *const ws[2], int nb)
 {
-    __m512 f[QR];
+    __m512 f[2][QR];
     const __m512i flip = _mm512_set1_epi8((char)0x80);
-    for (int r = 0; r < QR; r++) f[r] = _mm512_loadu_ps(acc[r]);
+    for (int h = 0; h < 2; h++)
+        for (int r = 0; r < QR; r++) f[h][r] = _mm512_loadu_ps(acc[h][r]);
     for (int blk = 0; blk < nb; blk++) {
-        __m512i s[2][QR];   /* even and odd quads apart: 2 QR independent chains of vpdpbusd */
-        __m512 sw = _mm512_loadu_ps(ws + (size_t)blk * Q8_ROWS);
-        for (int r = 0; r < QR; r++) {
-            s[0][r] = _mm512_set1_epi32(-128 * xsum[r][blk]);
-            s[1][r] = _mm512_setzero_si512();
-        }
+        __m512i s[2][QR];   /* 2 QR independent chains of vpdpbusd */
+        for (int r = 0; r < QR; r++) s[0][r] = s[1][r] = _mm512_set1_epi32(-128 * xsum[r][blk]);
         for (int q = 0; q < Q8_QUADS; q++) {
-            __m512i wv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wq + ((size_t)blk * Q8_QUADS + q) * 64)), flip);
+            size_t at = ((size_t)blk * Q8_QUADS + q) * 64;
+            __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wq[0] + at)), flip);
+            __m512i w1 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(wq[1] + at)), flip);
             for (int r = 0; r < QR; r++) {
                 int32_t a4;
+                __m512i a;
                 memcpy(&a4, xq[r] + (size_t)blk * Q8_BLOCK + 4 * q, 4);
-                s[q & 1][r] = _mm512_dpbusd_epi32(s[q & 1][r], wv, _mm512_set1_epi32(a4));
+                a = _mm512_set1_epi32(a4);
+                s[0][r] = _mm512_dpbusd_epi32(s[0][r], w0, a);
+                s[1][r] = _mm512_dpbusd_epi32(s[1][r], w1, a);
             }
         }
-        for (int r = 0; r < QR; r++)
-            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0][r], s[1][r])),
-                                   _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk])), f[r]);
+        for (int h = 0; h < 2; h++) {
+            __m512 sw = _mm512_loadu_ps(ws[h] + (size_t)blk * Q8_ROWS);
+            for (int r = 0; r < QR; r++)
+                f[h][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[h][r]), _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk])),
+                                          f[h][r]);
+        }
     }
-    for (int r = 0; r < QR; r++) _mm512_storeu_ps(acc[r], f[r]);
+    for (int h = 0; h < 2; h++)
+        for (int r = 0; r < QR; r++) _mm512_storeu_ps(acc[h][r], f[h][r]);
 }
 #else
 #if defined(__AVX2__)
@@ -1114,19 +1120,21 @@ static void q8_block(int32_t isum[QR][Q8_ROWS], const int8_t *const xq[QR], cons
 }
 #endif
 /* the tile from the block sums, the scaling in plain loops */
-static void q8_tile(float acc[QR][Q8_ROWS], const int8_t *const xq[QR], const float *const xs[QR],
-                    const int32_t *const xsum[QR], const int8_t *wq, const float *ws, int nb)
+static void q8_tile(float acc[2][QR][Q8_ROWS], const int8_t *const xq[QR], const float *const xs[QR],
+                    const int32_t *const xsum[QR], const int8_t *const wq[2], const float *const ws[2], int nb)
 {
     (void)xsum;
     for (int blk = 0; blk < nb; blk++) {
-        int32_t isum[QR][Q8_ROWS];
         const int8_t *xb[QR];
-        const float *sw = ws + (size_t)blk * Q8_ROWS;
         for (int r = 0; r < QR; r++) xb[r] = xq[r] + (size_t)blk * Q8_BLOCK;
-        q8_block(isum, xb, wq + (size_t)blk * Q8_QUADS * 64);
-        for (int r = 0; r < QR; r++) {
-            float sx = xs[r][blk];
-            for (int l = 0; l < Q8_ROWS; l++) acc[r][l] += (float)isum[r][l] * (sx * sw[l]);
+        for (int h = 0; h < 2; h++) {
+            int32_t isum[QR][Q8_ROWS];
+            const float *sw = ws[h] + (size_t)blk * Q8_ROWS;
+            q8_block(isum, xb, wq[h] + (size_t)blk * Q8_QUADS * 64);
+            for (int r = 0; r < QR; r++) {
+                float sx = xs[r][blk];
+                for (int l = 0; l < Q8_ROWS; l++) acc[h][r][l] += (float)isum[r][l] * (sx * sw[l]);
+            }
         }
     }
 }
@@ -1137,15 +1145,21 @@ static void linear_q8(float *const y[3], const q8_rows *xq, const clip_weight *c
                       int parts, int n, int in, int out)
 {
     int in32 = (int)pad_to((size_t)in, Q8_BLOCK), nb = in32 / Q8_BLOCK, groups = (out + Q8_ROWS - 1) / Q8_ROWS;
+    int pairs = (groups + 1) / 2;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) if ((double)n * in * out * parts > GEMM_PARALLEL_MIN)
 #endif
-    for (int job = 0; job < parts * groups; job++) {
-        int p = job / groups, g = job % groups, o0 = g * Q8_ROWS, lanes = out - o0 < Q8_ROWS ? out - o0 : Q8_ROWS;
-        const int8_t *wq = (const int8_t *)w[p]->data + (size_t)g * Q8_ROWS * in32;
-        const float *ws = q8_scales(w[p]->data, out, in32) + (size_t)g * nb * Q8_ROWS;
+    for (int job = 0; job < parts * pairs; job++) {
+        /* the pair's groups; an odd last group is computed twice and stored once */
+        int p = job / pairs, g0 = 2 * (job % pairs), g[2] = {g0, g0 + 1 < groups ? g0 + 1 : g0};
+        const int8_t *wq[2];
+        const float *ws[2];
+        for (int h = 0; h < 2; h++) {
+            wq[h] = (const int8_t *)w[p]->data + (size_t)g[h] * Q8_ROWS * in32;
+            ws[h] = q8_scales(w[p]->data, out, in32) + (size_t)g[h] * nb * Q8_ROWS;
+        }
         for (int i0 = 0; i0 < n; i0 += QR) {
-            float acc[QR][Q8_ROWS] = {{0}};
+            float acc[2][QR][Q8_ROWS] = {{{0}}};
             const int8_t *rq[QR];
             const float *rs[QR];
             const int32_t *rsum[QR];
@@ -1156,9 +1170,12 @@ static void linear_q8(float *const y[3], const q8_rows *xq, const clip_weight *c
                 rsum[r] = xq->sum + (size_t)i * nb;
             }
             q8_tile(acc, rq, rs, rsum, wq, ws, nb);
-            for (int r = 0; r < QR && i0 + r < n; r++)
-                for (int l = 0; l < lanes; l++)
-                    y[p][(size_t)(i0 + r) * out + o0 + l] = acc[r][l] + (b[p] ? b[p][o0 + l] : 0.0f);
+            for (int h = 0; h < 2 && (h == 0 || g[1] != g[0]); h++) {
+                int o0 = g[h] * Q8_ROWS, lanes = out - o0 < Q8_ROWS ? out - o0 : Q8_ROWS;
+                for (int r = 0; r < QR && i0 + r < n; r++)
+                    for (int l = 0; l < lanes; l++)
+                        y[p][(size_t)(i0 + r) * out + o0 + l] = acc[h][r][l] + (b[p] ? b[p][o0 + l] : 0.0f);
+            }
         }
     }
 }

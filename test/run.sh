@@ -8,7 +8,8 @@
 # A suite is test/test_NAME.c (built with the library's sources, then run) or test/test_NAME.py
 # (run with $PYTHON). Exit status 0: passed; 77: skipped, wholly or in part (it printed
 # `skipped: needs X (install: ...)`); anything else: failed. A skipped suite never counts as passed.
-# CLIP_KERNELS (set by make): -DCLIP_REFERENCE ... in a reference build, for the C suites.
+# CLIP_KERNELS and CLIP_CFLAGS (set by make): -DCLIP_REFERENCE ... in a reference build, and the
+# build's flags (-O3 -march=native ... -fopenmp), for the C suites; without make: -O2.
 # Reference data comes from test/golden/ (extracted into test/out/golden/ by test/common.py).
 cd "$(dirname "$0")/.." || exit 2
 if [ -z "${PYTHON:-}" ]; then
@@ -26,7 +27,7 @@ suites=${CLIP_TESTS:-$(for f in test/test_*.c test/test_*.py; do [ -f "$f" ] && 
 run_suite() {   # name: runs test/test_NAME.{c,py}, prints its output, returns its status
     if [ -f "test/test_$1.c" ]; then
         # shellcheck disable=SC2086
-        $CC -std=c99 -O2 ${CLIP_KERNELS:-} -Wall -Wextra -pedantic -I. "test/test_$1.c" $LIBSRC -lm -o "test/out/test_$1" &&
+        $CC -std=c99 ${CLIP_CFLAGS:--O2} ${CLIP_KERNELS:-} -Wall -Wextra -pedantic -I. "test/test_$1.c" $LIBSRC -lm -o "test/out/test_$1" &&
             "test/out/test_$1"
     elif [ -f "test/test_$1.py" ]; then
         # shellcheck disable=SC2086

@@ -250,7 +250,9 @@ else:
     # contracts multiply-adds; q8 then rounds a few activations to the other int8 step, which
     # moves the outputs by q8's own error, not by float rounding (the README's "q8" section).
     plain = os.path.join(OUT, "clip-nofma")
-    run([os.environ.get("CC", "cc"), "-std=c99", "-O2", "-ffp-contract=off", "-I" + ROOT, "-o", plain,
+    # (a reference build's kernels too, CLIP_KERNELS from make, as its WebAssembly build has them)
+    run([os.environ.get("CC", "cc"), "-std=c99", "-O2", "-ffp-contract=off", *os.environ.get("CLIP_KERNELS", "").split(),
+         "-I" + ROOT, "-o", plain,
          *make_var("CLISRC"), *make_var("LIBSRC"), "-lm"])
     models = [("tiny-b32", os.path.join(OUT, "tiny-b32-q8.bin")), ("tiny-b32", os.path.join(OUT, "tiny-b32-f16.bin"))]
     if not TINY_ONLY:
