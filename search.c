@@ -1411,9 +1411,9 @@ typedef struct {
     size_t embedded, unchanged, failed_now, dropped;
 } index_counts;
 
-/* Embed the files in `todo` (batch by batch, each into the journal). Returns
+/* Embed the files in `pending` (batch by batch, each into the journal). Returns
  * 0, or 1 when interrupted. */
-static int embed_pending(clip_model *m, int resize, journal *j, file_info **todo, size_t n, float *emb, index_counts *cnt)
+static int embed_pending(clip_model *m, int resize, journal *j, file_info **pending, size_t n, float *emb, index_counts *cnt)
 {
     enum { BATCH = 16 };
     const clip_config *c = clip_get_config(m);
@@ -1423,12 +1423,12 @@ static int embed_pending(clip_model *m, int resize, journal *j, file_info **todo
     size_t b0;
     for (b0 = 0; b0 < n && !interrupted; b0 += BATCH) {
         int count = n - b0 < BATCH ? (int)(n - b0) : BATCH;
-        embed_batch(m, resize, todo + b0, count, px, emb + b0 * (size_t)D);
+        embed_batch(m, resize, pending + b0, count, px, emb + b0 * (size_t)D);
         for (int b = 0; b < count; b++) {
-            if (todo[b0 + b]->reason) { warn("%s: %s", todo[b0 + b]->path, todo[b0 + b]->reason); cnt->failed_now++; }
+            if (pending[b0 + b]->reason) { warn("%s: %s", pending[b0 + b]->path, pending[b0 + b]->reason); cnt->failed_now++; }
             else cnt->embedded++;
         }
-        journal_append(j, todo + b0, count, emb + b0 * (size_t)D, D);
+        journal_append(j, pending + b0, count, emb + b0 * (size_t)D, D);
         progress(b0 + (size_t)count, n, t0);
     }
     clear_progress();
@@ -1442,21 +1442,21 @@ static int build_index(const char *dir, clip_model *m, const index_id *id, const
                        file_list *files, index_data *x, index_counts *cnt)
 {
     int D = id->dim, same = 1;
-    size_t n_known, n_todo = 0;
+    size_t n_known, n_pending = 0;
     known *k = gather_known(old, j, D, &n_known);
     const known **src = xmalloc(files->n * sizeof *src);
-    file_info **todo = xmalloc(files->n * sizeof *todo);
+    file_info **pending = xmalloc(files->n * sizeof *pending);
     float *fresh;
     for (size_t i = 0; i < files->n; i++) {
         file_info *f = &files->v[i];
         const known *h = f->reason ? NULL : bsearch(f->path, k, n_known, sizeof *k, by_known_path);
         src[i] = h && h->f->size == f->size && h->f->mtime == f->mtime ? h : NULL;
         if (src[i] && src[i]->f->reason) f->reason = xstrdup(src[i]->f->reason);
-        if (!src[i] && !f->reason) todo[n_todo++] = f;
+        if (!src[i] && !f->reason) pending[n_pending++] = f;
     }
-    fresh = xmalloc(n_todo * (size_t)D * sizeof(float) + 1);
-    if (embed_pending(m, id->resize, j, todo, n_todo, fresh, cnt)) {
-        free(k); free(src); free(todo); free(fresh);
+    fresh = xmalloc(n_pending * (size_t)D * sizeof(float) + 1);
+    if (embed_pending(m, id->resize, j, pending, n_pending, fresh, cnt)) {
+        free(k); free(src); free(pending); free(fresh);
         return 1;
     }
     memset(x, 0, sizeof *x);
@@ -1465,12 +1465,12 @@ static int build_index(const char *dir, clip_model *m, const index_id *id, const
     x->fail = xmalloc(files->n * sizeof *x->fail);
     for (size_t i = 0, t = 0; i < files->n; i++) {
         file_info *f = &files->v[i];
-        int was_todo = t < n_todo && todo[t] == f;
-        if (f->reason) { x->fail[x->n_fail++] = *f; t += was_todo; continue; }
+        int was_pending = t < n_pending && pending[t] == f;
+        if (f->reason) { x->fail[x->n_fail++] = *f; t += was_pending; continue; }
         if (!src[i] || src[i]->row != (long)x->n) same = 0;
         if (src[i]) cnt->unchanged++;
         x->rows[x->n++] = *f;
-        t += was_todo;
+        t += was_pending;
     }
     if (same && x->n == old->n && x->n_fail == old->n_fail) {
         for (size_t i = 0; i < x->n_fail && same; i++)
@@ -1484,16 +1484,16 @@ static int build_index(const char *dir, clip_model *m, const index_id *id, const
         x->emb = xmalloc(x->n * (size_t)D * sizeof(float) + 1);
         for (size_t i = 0, r = 0, t = 0; i < files->n; i++) {
             const float *e = NULL;
-            int was_todo = t < n_todo && todo[t] == &files->v[i];
-            if (was_todo) e = fresh + t * (size_t)D;
-            t += was_todo;
+            int was_pending = t < n_pending && pending[t] == &files->v[i];
+            if (was_pending) e = fresh + t * (size_t)D;
+            t += was_pending;
             if (files->v[i].reason) continue;
             if (!e) e = src[i]->row >= 0 ? oldemb + (size_t)src[i]->row * D : src[i]->emb;
             memcpy(x->emb + r++ * (size_t)D, e, (size_t)D * sizeof(float));
         }
         free(oldemb);
     }
-    free(k); free(src); free(todo); free(fresh);
+    free(k); free(src); free(pending); free(fresh);
     return same ? 2 : 0;
 }
 
@@ -1951,7 +1951,7 @@ int embed_list(const char *model_path, const char *list, const char *shard, cons
     float *px = xmalloc((size_t)BATCH * 3 * c->image_size * c->image_size * sizeof(float));
     float *emb = xmalloc((size_t)BATCH * D * sizeof(float));
     file_info files[BATCH], *fp[BATCH];
-    size_t which[BATCH], todo = n / (size_t)parts + (n % (size_t)parts > (size_t)(part - 1)), done = 0;
+    size_t which[BATCH], share = n / (size_t)parts + (n % (size_t)parts > (size_t)(part - 1)), done = 0;
     FILE *fn = open_tmp(out, &t_npy), *fpaths = open_tmp(paths_out, &t_paths), *ffail = open_tmp(fail_out, &t_fail);
     write_all(fn, head, npy_header(head, "<f4", 0, (size_t)D), out);
     for (size_t i = (size_t)(part - 1); i < n;) {
@@ -1976,7 +1976,7 @@ int embed_list(const char *model_path, const char *list, const char *shard, cons
             rows++;
         }
         done += (size_t)count;
-        progress(done, todo, t0);
+        progress(done, share, t0);
     }
     clear_progress();
     if (fseek(fn, 0, SEEK_SET) != 0) fail(1, "%s: write error", out);

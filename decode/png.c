@@ -291,7 +291,7 @@ static int png_apng_chunk(png_info *p, const char *name, const uint8_t *s, uint3
     return CLIP_OK;
 }
 
-/* One chunk as PngStream.chunk_XXXX handles it (IDAT, fdAT and IEND are
+/* One chunk as PngStream.chunk_<type> handles it (IDAT, fdAT and IEND are
  * handled by the callers); unknown chunks are skipped. */
 static int png_chunk(png_info *p, const uint8_t *type, const uint8_t *s, uint32_t len, char *err)
 {
