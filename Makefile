@@ -21,7 +21,9 @@ WASMFLAGS ?= -O2
 REF_I386 := $(shell echo __i386__ | $(CC) -E -P -x c - 2>/dev/null | tr -d ' \n')
 KERNELS  = -DCLIP_REFERENCE -ffp-contract=off $(if $(filter 1,$(REF_I386)),-msse2 -mfpmath=sse)
 else
-CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=fast
+# no FMA contraction in the fast build either: tensor.c fuses its float32 matrix products itself
+# (MADD), and everything else rounds as in WebAssembly, so that q8 models give the same bits there
+CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=off
 WASMFLAGS ?= -O3 -msimd128
 KERNELS  =
 endif
@@ -66,8 +68,10 @@ $(SHLIB): $(LIBOBJ)
 
 # train.c: contrastive pre-training of a small CLIP (shapes.c draws its pictures)
 TRAINSRC = train.c shapes.c
+# (its multiply-adds fused where the machine has FMA: training wants speed, not the same bits everywhere)
+TRAIN_FMA = $(if $(filter 1,$(REFERENCE)),,-ffp-contract=fast)
 train: $(TRAINSRC) shapes.h $(LIBSRC) $(HEADERS) build/flags
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) -o $@ $(TRAINSRC) $(LIBSRC) -lm
+	$(CC) $(WARN) $(CFLAGS) $(TRAIN_FMA) $(OPENMP) $(KERNELS) -o $@ $(TRAINSRC) $(LIBSRC) -lm
 
 # data/clip-shapes.bin: the small CLIP that ships with the repository, retrained from its seed
 # (12 minutes on one busy core of this machine; README, "Training a small CLIP")

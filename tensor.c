@@ -563,6 +563,19 @@ void clip_gelu(float *x, size_t n) { clip_ref_gelu(x, n); }
  * no intrinsics: inner loops of fixed length over independent lanes) and
  * from OpenMP threads where there is enough work. */
 
+/* The matrix products' multiply-adds: fused (fmaf, one rounding) where the
+ * machine has FMA, else a product and then a sum. Nothing else is fused: the
+ * Makefile builds with -ffp-contract=off, so that LayerNorm, softmax,
+ * attention, the activations and q8's scaling round the same on every
+ * machine and in WebAssembly (which has no FMA). A q8 model, whose products
+ * are exact integer sums, then gives the same bits natively as in a browser;
+ * a float32 or float16 model agrees to rounding. */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define MADD(a, b, c) fmaf(a, b, c)
+#else
+#define MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* Lane loops are independent by construction; clang needs telling when it
  * cannot prove that the accumulators and the operands do not overlap. */
 #ifdef _OPENMP
@@ -674,8 +687,8 @@ static void gemm_strip_tile(float *tile, const float *pa, const float *const b[N
             float y0 = b0[p], y1 = b1[p], y2 = b2[p], y3 = b3[p], y4 = b4[p], y5 = b5[p];
             LANES
             for (int t = 0; t < w; t++) {
-                c0[t] += y0 * x[t]; c1[t] += y1 * x[t]; c2[t] += y2 * x[t];
-                c3[t] += y3 * x[t]; c4[t] += y4 * x[t]; c5[t] += y5 * x[t];
+                c0[t] = MADD(y0, x[t], c0[t]); c1[t] = MADD(y1, x[t], c1[t]); c2[t] = MADD(y2, x[t], c2[t]);
+                c3[t] = MADD(y3, x[t], c3[t]); c4[t] = MADD(y4, x[t], c4[t]); c5[t] = MADD(y5, x[t], c5[t]);
             }
         }
         for (int t = 0; t < w; t++) {
@@ -727,16 +740,16 @@ static void gemm_dot_2xnb(float out[2 * NB], const float *a0, const float *a1, c
         const float *y0 = b0 + p, *y1 = b1 + p, *y2 = b2 + p, *y3 = b3 + p, *y4 = b4 + p, *y5 = b5 + p;
         LANES
         for (int l = 0; l < VL; l++) {
-            s00[l] += x0[l] * y0[l]; s01[l] += x0[l] * y1[l]; s02[l] += x0[l] * y2[l];
-            s03[l] += x0[l] * y3[l]; s04[l] += x0[l] * y4[l]; s05[l] += x0[l] * y5[l];
-            s10[l] += x1[l] * y0[l]; s11[l] += x1[l] * y1[l]; s12[l] += x1[l] * y2[l];
-            s13[l] += x1[l] * y3[l]; s14[l] += x1[l] * y4[l]; s15[l] += x1[l] * y5[l];
+            s00[l] = MADD(x0[l], y0[l], s00[l]); s01[l] = MADD(x0[l], y1[l], s01[l]); s02[l] = MADD(x0[l], y2[l], s02[l]);
+            s03[l] = MADD(x0[l], y3[l], s03[l]); s04[l] = MADD(x0[l], y4[l], s04[l]); s05[l] = MADD(x0[l], y5[l], s05[l]);
+            s10[l] = MADD(x1[l], y0[l], s10[l]); s11[l] = MADD(x1[l], y1[l], s11[l]); s12[l] = MADD(x1[l], y2[l], s12[l]);
+            s13[l] = MADD(x1[l], y3[l], s13[l]); s14[l] = MADD(x1[l], y4[l], s14[l]); s15[l] = MADD(x1[l], y5[l], s15[l]);
         }
     }
     for (int i = 0; i < 2 * NB; i++) {
         const float *a = i < NB ? a0 : a1, *y = b[i % NB];
         float t = 0.0f;
-        for (int p = kv; p < k; p++) t += a[p] * y[p];
+        for (int p = kv; p < k; p++) t = MADD(a[p], y[p], t);
         out[i] = sum_lanes(s[i]) + t;
     }
 }
@@ -840,13 +853,15 @@ static void gemm_dot_1x8(float out[DOT_ROWS], const float *a, const float *const
         const float *x = a + p;
         LANES
         for (int l = 0; l < VL; l++) {
-            s0[l] += x[l] * b0[p + l]; s1[l] += x[l] * b1[p + l]; s2[l] += x[l] * b2[p + l]; s3[l] += x[l] * b3[p + l];
-            s4[l] += x[l] * b4[p + l]; s5[l] += x[l] * b5[p + l]; s6[l] += x[l] * b6[p + l]; s7[l] += x[l] * b7[p + l];
+            s0[l] = MADD(x[l], b0[p + l], s0[l]); s1[l] = MADD(x[l], b1[p + l], s1[l]);
+            s2[l] = MADD(x[l], b2[p + l], s2[l]); s3[l] = MADD(x[l], b3[p + l], s3[l]);
+            s4[l] = MADD(x[l], b4[p + l], s4[l]); s5[l] = MADD(x[l], b5[p + l], s5[l]);
+            s6[l] = MADD(x[l], b6[p + l], s6[l]); s7[l] = MADD(x[l], b7[p + l], s7[l]);
         }
     }
     for (int r = 0; r < DOT_ROWS; r++) {
         float t = 0.0f;
-        for (int p = kv; p < k; p++) t += a[p] * b[r][p];
+        for (int p = kv; p < k; p++) t = MADD(a[p], b[r][p], t);
         out[r] = sum_lanes(s[r]) + t;
     }
 }
@@ -999,8 +1014,8 @@ static void q8_tile(float acc[2][QR][Q8_ROWS], const int8_t *const xq[QR], const
         for (int h = 0; h < 2; h++) {
             __m512 sw = _mm512_loadu_ps(ws[h] + (size_t)blk * Q8_ROWS);
             for (int r = 0; r < QR; r++)
-                f[h][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[h][r]), _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk])),
-                                          f[h][r]);
+                f[h][r] = _mm512_add_ps(f[h][r], _mm512_mul_ps(_mm512_cvtepi32_ps(s[h][r]),
+                                                               _mm512_mul_ps(sw, _mm512_set1_ps(xs[r][blk]))));
         }
     }
     for (int h = 0; h < 2; h++)

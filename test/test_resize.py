@@ -27,8 +27,9 @@ What is checked, through test/img_driver.c's `resize` and `preprocess` commands:
    3000x2000 image against Pillow's resize in the same run.
 
 Two drivers are checked: one built with the house flags (-O2) and one with
-the Makefile's (-O3 -march=native -ffp-contract=fast, which would let a
-compiler fuse the weight arithmetic into fma).
+-O3 -march=native -ffp-contract=fast (the Makefile's, but with contraction,
+which would let a compiler fuse the weight arithmetic into fma: image.c must
+give Pillow's bytes even so).
 RESIZE_TEST_EXTRA_FLAGS="-m32 -O2" adds a third driver built with those flags, run
 through RESIZE_TEST_EXTRA_RUNNER (e.g. qemu-i386) when set.
 The `preprocess` command reads the image with decode/ppm.c

@@ -3,7 +3,7 @@
 web/ (after `make wasm`), a tiny model and two images are copied into a temporary folder and served
 by `python3 -m http.server` on 127.0.0.1 (with the full-size synthetic ViT-B/32,
 test/out/synthetic-b32.bin, when test_fullsize.py has made it: its probabilities are not
-saturated); test/test_web.js (playwright-core) picks the files, clicks
+saturated; and its q8 file, when test_quant.py has made it); test/test_web.js (playwright-core) picks the files, clicks
 Run and reads the table. The probabilities shown (4 decimals) must be within 1e-4 of native
 `clip match --json`; a bad image must give an error message on the page. The page after the first
 run is saved as test/out/web.png. Skipped (exit 77), with a message, without emcc, node, Chromium or
@@ -66,6 +66,12 @@ try:
         os.symlink(synthetic, files["synthetic-b32"])
     else:
         print("note: test/out/synthetic-b32.bin not found (made by test_fullsize.py): no full-size model in the page")
+    synthetic_q8 = os.path.join(OUT, "synthetic-b32-q8.bin")
+    if os.path.exists(synthetic_q8):   # the q8 file (made by test_quant.py): the same bits as native q8
+        files["synthetic-b32-q8"] = os.path.join(site, "synthetic-b32-q8.bin")
+        os.symlink(synthetic_q8, files["synthetic-b32-q8"])
+    else:
+        print("note: test/out/synthetic-b32-q8.bin not found (made by test_quant.py): no q8 model in the page")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", site],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,6 +88,8 @@ try:
              ("tiny-b16-gelu", "bad_garbage.jpg", "pil", ARTICLE)]
     if "synthetic-b32" in files:
         steps.append(("synthetic-b32", "chelsea.png", "pil", ARTICLE))
+    if "synthetic-b32-q8" in files:
+        steps += [("synthetic-b32-q8", "chelsea.png", "pil", ARTICLE), ("synthetic-b32-q8", "cat_q90_420.jpg", "pil", ARTICLE)]
     steps_file = os.path.join(site, "steps.json")
     json.dump([{"model": files[m], "image": files[i], "resize": "1" if r == "torchvision" else "0", "captions": c}
                for m, i, r, c in steps], open(steps_file, "w"))
