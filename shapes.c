@@ -133,7 +133,7 @@ static void write_caption(rng *r, shapes_scene *s)
     char *c = s->caption;
     int n = SHAPES_CAPTION;
 
-    if (s->count == 1 && rng_chance(r, 0.3)) {   /* the zero-shot prompt's own form */
+    if (s->count == 1 && rng_chance(r, 0.5)) {   /* the zero-shot prompt's own form */
         snprintf(c, n, "a photo of a %s %s", colour, shapes_shape_names[s->shape]);
         return;
     }
@@ -185,7 +185,7 @@ typedef struct { double u, v, r; } placed;
 
 static void place_one(rng *r, const shapes_scene *s, placed *p)
 {
-    static const double ranges[3][2] = {{0.09, 0.14}, {0.15, 0.22}, {0.24, 0.36}};
+    static const double ranges[3][2] = {{0.14, 0.18}, {0.19, 0.25}, {0.27, 0.36}};
     /* named places: u, v ranges */
     static const double spots[9][4] = {
         {0.45, 0.55, 0.45, 0.55}, {0.18, 0.30, 0.40, 0.60}, {0.70, 0.82, 0.40, 0.60}, {0.40, 0.60, 0.18, 0.30},
@@ -208,7 +208,7 @@ static void place_one(rng *r, const shapes_scene *s, placed *p)
 /* several shapes: no two closer than their extents; smaller until they fit */
 static int place_many(rng *r, int count, placed *p)
 {
-    double rad = rng_range(r, 0.08, 0.15);
+    double rad = rng_range(r, 0.12, 0.16);
     for (int attempt = 0; attempt < 40; attempt++, rad *= 0.93) {
         int k = 0;
         for (int tries = 0; tries < 200 && k < count; tries++) {

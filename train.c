@@ -73,14 +73,14 @@ static const char *usage_text =
     "options (model):\n"
     "  -o DIR           output folder\n"
     "  --seed N         seed of the weights and of the stream of training pictures (default 1)\n"
-    "  --steps N        optimizer steps (default 1600)\n"
+    "  --steps N        optimizer steps (default 12000)\n"
     "  --batch N        pairs per step (default 64)\n"
     "  --lr X           peak learning rate (default 0.002)\n"
     "  --curve FILE     also draw the loss curve as an SVG file\n"
-    "  --evals N        measure the held-out zero-shot accuracy N times (default 8)\n"
+    "  --evals N        measure the held-out zero-shot accuracy N times (default 12)\n"
     "  --width D        width of both towers, a multiple of 32 (heads of 32, MLPs of 4 D; default 64)\n"
     "  --vision-layers N, --text-layers N   encoder layers (default 4 and 2)\n"
-    "  --image-size S, --patch P   the vision tower's input side and patch side (default 64 and 8)\n"
+    "  --image-size S, --patch P   the vision tower's input side and patch side (default 32 and 8)\n"
     "  --quiet          no progress lines\n"
     "  -j, --threads N  worker threads (default: all cores); the result does not depend on it\n"
     "\n"
@@ -1666,7 +1666,7 @@ typedef struct {
     float lr;
 } options;
 
-/* the shipped model: a ViT of 64 x 64 pixels in 8 x 8 patches and a text
+/* the shipped model: a ViT of 32 x 32 pixels in 8 x 8 patches and a text
  * transformer over CLIP's 77 positions, both small enough to train in minutes;
  * width d (heads of 32), MLPs of 4 d */
 static clip_config shipped_config(const options *o)
@@ -1942,7 +1942,7 @@ static long number(const char *opt, const char *s, long lo, long hi)
 
 int main(int argc, char **argv)
 {
-    options o = {NULL, NULL, NULL, "train", 1, 1600, 64, 0, 0, 0, 10, CLIP_ACT_QUICK_GELU, 1, 8, 64, 4, 2, 8, 64, 0.002f};
+    options o = {NULL, NULL, NULL, "train", 1, 12000, 64, 0, 0, 0, 10, CLIP_ACT_QUICK_GELU, 1, 12, 64, 4, 2, 8, 32, 0.002f};
     int act_given = 0, pool_given = 0;
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
