@@ -21,11 +21,12 @@ WASMFLAGS ?= -O2
 REF_I386 := $(shell echo __i386__ | $(CC) -E -P -x c - 2>/dev/null | tr -d ' \n')
 KERNELS  = -DCLIP_REFERENCE -ffp-contract=off $(if $(filter 1,$(REF_I386)),-msse2 -mfpmath=sse)
 else
-# no FMA contraction in the fast build either: tensor.c fuses its float32 matrix products itself
-# (MADD), and everything else rounds as in WebAssembly, so that q8 models give the same bits there
-CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512 -ffp-contract=off
+CFLAGS  ?= -O3 -march=native -mprefer-vector-width=512
 WASMFLAGS ?= -O3 -msimd128
-KERNELS  =
+# no FMA contraction in the fast build either (here, so that a CFLAGS of one's own keeps it): tensor.c
+# fuses its float32 matrix products itself (MADD), and everything else rounds as in WebAssembly, so
+# that q8 models give the same bits there
+KERNELS  = -ffp-contract=off
 endif
 WARN     = -std=c99 -Wall -Wextra -pedantic
 # The library's sources (README, "Code layout"); the tests read these lists: make -s print-IMAGE_SRC
@@ -71,7 +72,7 @@ TRAINSRC = train.c shapes.c
 # (its multiply-adds fused where the machine has FMA: training wants speed, not the same bits everywhere)
 TRAIN_FMA = $(if $(filter 1,$(REFERENCE)),,-ffp-contract=fast)
 train: $(TRAINSRC) shapes.h $(LIBSRC) $(HEADERS) build/flags
-	$(CC) $(WARN) $(CFLAGS) $(TRAIN_FMA) $(OPENMP) $(KERNELS) -o $@ $(TRAINSRC) $(LIBSRC) -lm
+	$(CC) $(WARN) $(CFLAGS) $(OPENMP) $(KERNELS) $(TRAIN_FMA) -o $@ $(TRAINSRC) $(LIBSRC) -lm
 
 # data/clip-shapes.bin: the small CLIP that ships with the repository, retrained from its seed
 # (10 minutes on 2 idle cores of this machine; README, "Training a small CLIP")

@@ -23,7 +23,7 @@ import shutil
 import struct
 import sys
 
-from common import CLIP, OUT, ROOT, Report, clip, golden_arrays, golden_file, golden_model, golden_pixels, make_var, read_npy, run, write_npy
+from common import CLIP, OUT, ROOT, Report, clip, golden_arrays, golden_file, golden_model, golden_pixels, read_npy, run, write_npy
 
 R = Report("quant")
 TINY_ONLY = os.environ.get("CLIP_QUANT_TINY") == "1"
